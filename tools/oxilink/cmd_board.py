@@ -12,12 +12,12 @@ from . import mprun
 SCRIPT = Path(__file__).parent / "mp" / "board_check.py"
 
 
-def _json_position(path: Path) -> str | None:
-    """CPython's JSON parser says where a syntax error is; MicroPython's does not."""
+def _json_error(path: Path) -> str | None:
+    """Strict JSON check with a position: MicroPython's parser is lenient (it accepts `,,`) and terse."""
     try:
         json.loads(path.read_text())
     except (OSError, UnicodeDecodeError):
-        return None
+        return None  # the device-side loader reports unreadable files
     except json.JSONDecodeError as e:
         return f"{path}: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}"
     return None
@@ -25,17 +25,17 @@ def _json_position(path: Path) -> str | None:
 
 def do_check(args: argparse.Namespace) -> int:
     files = [Path(f) for f in args.files]
-    proc = mprun.run(SCRIPT, [str(f) for f in files], timeout=60)
-    sys.stdout.write(proc.stdout)
-    err = proc.stderr
-    for f in files:
-        where = _json_position(f)
-        if where:
-            err = "\n".join(line for line in err.splitlines() if not line.startswith(f"{f}: not valid JSON"))
-            err = (err + "\n" if err else "") + where
-    if err.strip():
-        sys.stderr.write(err.rstrip("\n") + "\n")
-    return proc.returncode
+    syntax = {f: err for f in files if (err := _json_error(f))}
+    for err in syntax.values():
+        print(err, file=sys.stderr)
+    rest = [str(f) for f in files if f not in syntax]
+    rc = 1 if syntax else 0
+    if rest:
+        proc = mprun.run(SCRIPT, rest, timeout=60)
+        sys.stdout.write(proc.stdout)
+        sys.stderr.write(proc.stderr)
+        rc = rc or proc.returncode
+    return rc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
