@@ -72,3 +72,27 @@ def data_dir() -> Path:
     if not d.exists():
         pytest.skip(f"PPG recordings not found at {d} (set OXILINK_DATA to their folder)")
     return d
+
+
+# --- a real Mosquitto on loopback with a generated PKI -------------------------------------------------
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    from oxilink.pki import CertificateAuthority
+
+    return CertificateAuthority(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def broker(pki, tmp_path):
+    """Mosquitto with mutual TLS on a random 127.0.0.1 port; installed from the system packages if missing."""
+    from oxilink.broker import Mosquitto, mosquitto_binary
+
+    try:
+        mosquitto_binary()
+    except FileNotFoundError:
+        import subprocess
+
+        subprocess.run(["make", "-C", str(ROOT), "system-deps"], check=True)
+    with Mosquitto(tmp_path / "broker", pki) as b:
+        yield b

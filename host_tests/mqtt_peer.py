@@ -1,0 +1,38 @@
+"""CPython MQTT peers for tests: a paho-mqtt subscriber/publisher with a client certificate."""
+
+from __future__ import annotations
+
+import queue
+import ssl
+import threading
+
+import paho.mqtt.client as mqtt
+
+
+class Peer:
+    def __init__(self, broker, identity, ca_path):
+        self.messages: queue.Queue = queue.Queue()
+        self.connected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"peer-{id(self)}")
+        self.client.tls_set(ca_certs=str(ca_path), certfile=str(identity.cert), keyfile=str(identity.key),
+                            cert_reqs=ssl.CERT_REQUIRED)
+        self.client.on_connect = lambda c, u, f, rc, p=None: self.connected.set()
+        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, bytes(m.payload), m.retain))
+        self.client.connect("localhost", broker.port)
+        self.client.loop_start()
+        if not self.connected.wait(10):
+            raise TimeoutError("peer could not connect")
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        done = threading.Event()
+        self.client.on_subscribe = lambda *a: done.set()
+        self.client.subscribe(topic, qos)
+        if not done.wait(10):
+            raise TimeoutError("no SUBACK")
+
+    def get(self, timeout: float = 5.0):
+        return self.messages.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()

@@ -1,0 +1,94 @@
+"""The broker setup every later stage relies on: real Mosquitto, mutual TLS with EC P-256 certificates,
+identity from the certificate, per-device ACL, CRL. The device side is the real umqtt.simple on the unix port."""
+
+from __future__ import annotations
+
+import queue
+
+import pytest
+
+from mqtt_peer import Peer
+from oxilink.broker import RECEIVER_CN
+from oxilink.pki import CertificateAuthority
+
+DEVICE_PUBLISH = """
+import sys
+from umqtt.simple import MQTTClient
+def der(p):
+    with open(p, "rb") as f:
+        return f.read()
+key, cert, ca, port, topic = sys.argv[1:6]
+c = MQTTClient("dev", "localhost", port=int(port), ssl=True,
+               ssl_params=dict(key=der(key), cert=der(cert), cadata=der(ca), cert_reqs=2,
+                               server_hostname="localhost"))
+c.connect()
+c.publish(topic.encode(), b"sealed-bytes", qos=1)
+c.disconnect()
+print("published")
+"""
+
+
+def device_files(tmp_path, issued, ca):
+    (tmp_path / "k.der").write_bytes(issued.key_der())
+    (tmp_path / "c.der").write_bytes(issued.cert_der())
+    (tmp_path / "ca.der").write_bytes(ca.ca_der())
+    return [str(tmp_path / n) for n in ("k.der", "c.der", "ca.der")]
+
+
+@pytest.fixture
+def receiver(broker, pki):
+    peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
+    peer.subscribe("oxilink/#")
+    yield peer
+    peer.close()
+
+
+def test_device_publishes_over_mutual_tls(mp, tmp_path, broker, pki, receiver):
+    files = device_files(tmp_path, pki.issue("dev-a"), pki)
+    out = mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-a/vitals"], heapsize="100K")
+    assert "published" in out
+    assert receiver.get() == ("oxilink/dev-a/vitals", b"sealed-bytes", False)
+
+
+def test_device_cannot_publish_to_another_devices_topic(mp, tmp_path, broker, pki, receiver):
+    files = device_files(tmp_path, pki.issue("dev-a"), pki)
+    mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-b/vitals"])  # PUBACKed, then dropped
+    mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-a/vitals"])
+    assert receiver.get()[0] == "oxilink/dev-a/vitals"  # only its own topic came through
+    with pytest.raises(queue.Empty):
+        receiver.get(timeout=0.5)
+
+
+def test_certificate_from_another_ca_is_refused(mp, tmp_path, broker, pki, receiver):
+    rogue = CertificateAuthority(tmp_path / "rogue")
+    files = device_files(tmp_path, rogue.issue("dev-a"), pki)
+    proc = mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-a/vitals"], expect_fail=True)
+    assert "OSError" in proc.stdout + proc.stderr
+    assert "certificate verify failed" in broker.log_tail(50)
+    with pytest.raises(queue.Empty):
+        receiver.get(timeout=0.5)
+
+
+def test_device_refuses_a_broker_signed_by_another_ca(mp, tmp_path, broker, pki):
+    rogue = CertificateAuthority(tmp_path / "rogue")
+    key, cert, _ = device_files(tmp_path, pki.issue("dev-a"), pki)
+    (tmp_path / "rogue.der").write_bytes(rogue.ca_der())
+    proc = mp(DEVICE_PUBLISH, args=[key, cert, str(tmp_path / "rogue.der"), str(broker.port), "oxilink/dev-a/x"],
+              expect_fail=True)
+    assert "not correctly signed by the trusted CA" in proc.stdout + proc.stderr
+
+
+def test_revoked_device_can_no_longer_connect(mp, tmp_path, broker, pki, receiver):
+    issued = pki.issue("dev-r")
+    files = device_files(tmp_path, issued, pki)
+    mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-r/vitals"])
+    assert receiver.get()[0] == "oxilink/dev-r/vitals"
+    pki.write_crl([pki.serial_of(issued.cert)])
+    broker.stop()
+    broker.start()
+    try:
+        proc = mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-r/vitals"], expect_fail=True)
+        assert "OSError" in proc.stdout + proc.stderr
+        assert "certificate verify failed" in broker.log_tail(50)  # the same certificate worked before the CRL
+    finally:
+        pki.write_crl([])
