@@ -24,7 +24,8 @@ from transport import Transport
 from backoff import Backoff
 from log import Log
 
-port, keydir, n, period_ms, limit_s = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+port, keydir = int(sys.argv[1]), sys.argv[2]
+n, period_ms, limit_s = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 bd, q = mount_queue()
 idle_calls = [0]
 def idle():
