@@ -1,0 +1,61 @@
+"""`oxilink export fhir|csv`: stored readings out, for EHR interfaces and spreadsheets; every export is audited."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+from .receiver import setup
+from .receiver.export import write_csv, write_fhir_ndjson
+from .receiver.fhir import PatientMap
+from .receiver.locations import DEFAULT_PATIENTS
+from .receiver.timeparse import parse_time
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export stored readings (FHIR R4 NDJSON or CSV)")
+    formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    for name, helptext in (("fhir", "NDJSON of FHIR R4 vital-signs Observations (SpO2, heart rate)"),
+                           ("csv", "device,counter,t,hr_bpm,spo2_pct,pi_pct,quality")):
+        f = formats.add_parser(name, help=helptext)
+        f.add_argument("--device", help="one device id (default: all)")
+        f.add_argument("--since", help="from this time (ISO 8601, unix seconds, or an age like 24h)")
+        f.add_argument("--until", help="up to this time, exclusive")
+        f.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+        setup.add_db(f)
+        setup.add_audit(f)
+        if name == "fhir":
+            f.add_argument("--patients", type=Path, default=DEFAULT_PATIENTS,
+                           help=f"device → patient mapping (JSON; default {DEFAULT_PATIENTS})")
+        f.set_defaults(func=do_export)
+
+
+def do_export(args: argparse.Namespace) -> int:
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+        patients = PatientMap.load(args.patients) if args.format == "fhir" else None
+    except ValueError as e:
+        print(f"oxilink export: {e}", file=sys.stderr)
+        return 2
+    store = setup.open_db(args)
+    try:
+        readings = store.readings(args.device, since, until)
+        target = open(args.output, "w", encoding="utf-8") if args.output else nullcontext(sys.stdout)
+        with target as out:
+            if patients is not None:
+                count, unmapped = write_fhir_ndjson(readings, patients, out)
+                what = {"observations": count, "without_subject": unmapped, "patients_file": str(args.patients)}
+                if unmapped:
+                    print(f"oxilink export: {unmapped} observations have no subject: map their devices in "
+                          f"{args.patients}", file=sys.stderr)
+            else:
+                what = {"rows": write_csv(readings, out)}
+    finally:
+        store.close()
+    setup.open_audit(args, "export").append(
+        "export", format=args.format, device=args.device, since=since, until=until,
+        output=str(args.output) if args.output else "stdout", db=str(args.db), **what)
+    return 0
