@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 FIRMWARE_PY := $(shell find firmware -name '*.py' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps system-deps mpy-check test lint board-check clean
+.PHONY: help venv deps system-deps mpy-check test lint board-check clean bench-seal bench-queue bench-ingest
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -46,6 +46,15 @@ lint: venv ## ruff on the host tools and tests
 
 board-check: venv ## validate every board file in boards/
 	$(OXILINK) board check boards/*.json
+
+bench-seal: venv deps ## seal a 30 s batch on the unix port; writes build/bench/seal.json (size vs JSON, us per batch)
+	$(PY) -m oxilink.bench_seal
+
+bench-queue: venv deps ## flash queue: power-cut sweep, throughput, write amplification, recovery -> build/bench/queue.json
+	$(PY) -m oxilink.bench_queue
+
+bench-ingest: venv system-deps ## end-to-end ingest (publisher -> Mosquitto -> receiver -> SQLite) -> build/bench/ingest.json
+	$(PY) -m oxilink.bench_ingest
 
 clean: ## remove build outputs (keeps .venv and var/)
 	rm -rf build

@@ -77,10 +77,16 @@ def data_dir() -> Path:
 # --- a real Mosquitto on loopback with a generated PKI -------------------------------------------------
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory):
+def secrets_root(tmp_path_factory) -> Path:
+    """A secrets/ folder for the session: the CA in secrets/pki, provisioned devices in secrets/devices."""
+    return tmp_path_factory.mktemp("secrets")
+
+
+@pytest.fixture(scope="session")
+def pki(secrets_root):
     from oxilink.pki import CertificateAuthority
 
-    return CertificateAuthority(tmp_path_factory.mktemp("pki"))
+    return CertificateAuthority(secrets_root / "pki")
 
 
 @pytest.fixture

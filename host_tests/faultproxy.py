@@ -27,6 +27,7 @@ class FaultProxy:
         self.close_after_bytes: int | None = None
         self.connections = 0
         self.bytes_up = 0  # device -> broker
+        self.captured = bytearray()  # every byte the device sent, as it went over the wire
         self._listener = socket.socket()
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind((LOOPBACK, 0))
@@ -80,6 +81,7 @@ class FaultProxy:
                             return
                         sent_up += len(data)
                         self.bytes_up += len(data)
+                        self.captured += data
                         upstream.sendall(data)
                     else:
                         client.sendall(data)

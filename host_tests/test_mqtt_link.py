@@ -5,8 +5,8 @@ from __future__ import annotations
 import queue
 
 import pytest
-from mqtt_peer import Peer
 
+from mqtt_peer import Peer
 from oxilink.broker import RECEIVER_CN
 
 LINK = """

@@ -76,6 +76,7 @@ class Mosquitto:
             "allow_anonymous false" if not self.plain_port else "allow_anonymous true",
             f"user {getpass.getuser()}",
             "persistence true",
+            "max_queued_messages 100000",  # the default (1000) silently drops QoS 1 for a lagging receiver
             f"persistence_location {self.folder}/",
             f"log_dest file {self.log}",
             "log_type error", "log_type warning", "log_type notice", "log_type information",

@@ -1,0 +1,174 @@
+# The device: acquisition → vitals → batch → seal → flash queue → transport, in one cooperative loop.
+#
+# Sensor first: service_sensor() drains the FIFO and turns completed seconds into readings, full batches into
+# sealed queue records. It runs at the top of every loop turn AND as the transport's idle hook, i.e. inside
+# every socket wait (TCP connect, TLS handshake flights, PUBACK waits), so network trouble never stops the
+# drain (docs/transport.md). The watchdog is fed only when the loop is healthy: it turned recently and the
+# sensor was drained recently.
+import time
+
+from acquisition import Acquisition
+from batch import BatchBuilder, encode_status
+from boardconf import output_rate
+from cose import Sealer
+from flashqueue import FlashQueue
+from max30102 import Max30102
+from msgcounter import MessageCounter
+from mqtt_link import MqttLink
+from transport import Transport
+from vitals import Vitals
+
+FW_VERSION = "0.1.0"
+_EPOCH_2000 = 946684800  # MicroPython ports whose epoch is 2000-01-01 (the ESP32's)
+_SENSOR_RECOVER_MS = 1000
+
+
+def unix_time():
+    """Seconds since 1970 on every port; 0 when the clock was never set (before 2024)."""
+    t = int(time.time())
+    if time.gmtime(0)[0] == 2000:
+        t += _EPOCH_2000
+    return t if t > 1704067200 else 0
+
+
+class Device:
+    def __init__(self, cfg, keys, i2c, clock, state_dir, pin=None, ssl_context=None, network=None,
+                 watchdog=None, hw=None, log=None, board_name=None, wall_clock=unix_time):
+        self.cfg = cfg
+        self.keys = keys
+        self.clock = clock
+        self.hw = hw
+        self.log = log
+        self.watchdog = watchdog
+        self.board = board_name or cfg["board"]
+        self.wall_clock = wall_clock
+        self.started_ms = clock.ticks_ms()
+        s = cfg["sensor"]
+        self.sensor = Max30102(i2c, s["address"], clock)
+        self.sensor.configure_from(s)
+        self.fs = output_rate(cfg)
+        self.vitals = Vitals(self.fs, cfg["vitals"])
+        self.acq = Acquisition(self.sensor, clock, pin=pin, consumer=self.vitals)
+        report = cfg["report"]
+        self.batch = BatchBuilder(report["batch_seconds"], keys.device_id, FW_VERSION)
+        self._plain = bytearray(self.batch.max_encoded_size)
+        self._plain_mv = memoryview(self._plain)
+        self.sealer = Sealer(keys, MessageCounter(state_dir + "/counter"), max_payload=len(self._plain))
+        q = cfg["queue"]
+        self.queue = FlashQueue(q["path"], q["capacity_bytes"])
+        m = cfg["mqtt"]
+        self.insecure = not m["tls"]
+        self.link = MqttLink(keys.device_id, m["host"], m["port"], ssl_context=None if self.insecure else ssl_context,
+                             keepalive=m["keepalive_s"], idle=self.service_sensor)
+        self.transport = Transport(self.link, self.queue, keys.device_id, network=network, log=log)
+        self.transport.on_connect = self._on_connect
+        self.status_every_ms = report["status_interval_s"] * 1000
+        self.last_status_ms = self.started_ms
+        self.last_drain_ms = self.started_ms
+        self.sensor_errors = 0
+        self.sensor_ok = True
+        self.batches = 0
+        self.queue_full_drops = 0
+        if self.insecure and log:
+            log.warning("mqtt.tls is false: the broker link is NOT encrypted (payloads stay sealed)")
+
+    def start(self):
+        self.acq.start()
+        self.batch.clear(self.wall_clock())
+        self._arm_last_will()
+
+    # ---- sensor side: never waits on the network ---------------------------------------------------------
+
+    def service_sensor(self):
+        clock = self.clock
+        now = clock.ticks_ms()
+        if not self.sensor_ok:
+            if clock.ticks_diff(now, self.last_drain_ms) < _SENSOR_RECOVER_MS:
+                return
+            self.last_drain_ms = now
+            try:
+                self.sensor.recover()
+                self.sensor_ok = True
+            except OSError:
+                self.sensor_errors += 1
+                return
+        if clock.ticks_diff(now, self.last_drain_ms) < self.acq.poll_ms >> 1:
+            return
+        try:
+            self.acq.drain()
+        except OSError as e:
+            self.sensor_errors += 1
+            self.sensor_ok = False
+            if self.log:
+                self.log.warning("sensor: %r; recovering" % (e,))
+            return
+        self.last_drain_ms = now
+        while self.acq.reading_ready:
+            self.acq.reading_ready = False
+            self._add_reading()
+
+    def _add_reading(self):
+        hr, spo2, pi, quality = self.vitals.reading()
+        self.batch.add(hr, spo2, pi, quality)
+        if self.batch.full:
+            self.seal_batch()
+
+    def seal_batch(self):
+        """Encode, seal with the vitals topic as AAD, and queue the current batch (if it has readings)."""
+        if not self.batch.count:
+            return
+        n = self.batch.encode_into(self._plain)
+        sealed = self.sealer.seal(self.transport.vitals_topic, self._plain_mv[:n])
+        if self.queue.put(sealed) < 0:
+            self.queue_full_drops += 1
+        self.batches += 1
+        self.batch.clear(self.wall_clock())
+
+    # ---- status --------------------------------------------------------------------------------------------
+
+    def status(self):
+        t = self.transport.counts
+        hw = self.hw
+        return encode_status(
+            FW_VERSION, self.board, self.clock.ticks_diff(self.clock.ticks_ms(), self.started_ms) // 1000,
+            hw.reset_cause() if hw else "unknown", hw.free_heap() if hw else 0, self.queue.depth(),
+            self.queue.stats()["dropped"] + self.queue_full_drops, self.acq.lost, t["reconnects"],
+            t["tls_failures"], rssi=self.transport.network.rssi() if self.transport.network else None,
+            insecure=self.insecure, time_s=self.wall_clock() or None)
+
+    def _sealed_status(self, payload):
+        return bytes(self.sealer.seal(self.transport.status_topic, payload))
+
+    def _arm_last_will(self):
+        # Sealed like any status; the broker publishes it (retained) if the link dies without DISCONNECT.
+        offline = self._sealed_status(encode_status(FW_VERSION, self.board, 0, "offline", 0, 0, 0, 0, 0, 0))
+        self.link.set_last_will(self.transport.status_topic, offline, retain=True, qos=1)
+
+    def _on_connect(self, transport):
+        transport.status_pending = self._sealed_status(self.status())
+        self.last_status_ms = self.clock.ticks_ms()
+
+    # ---- the loop ------------------------------------------------------------------------------------------
+
+    def run_once(self):
+        self.service_sensor()
+        now = self.clock.ticks_ms()
+        if self.transport.up and self.clock.ticks_diff(now, self.last_status_ms) >= self.status_every_ms:
+            self._on_connect(self.transport)
+        was_up = self.transport.up
+        self.transport.step()
+        if was_up and not self.transport.up:
+            self._arm_last_will()  # a fresh will for the next connection
+        self.service_sensor()
+        if self.watchdog and self.healthy():
+            self.watchdog.feed()
+
+    def healthy(self):
+        return self.sensor_ok and self.clock.ticks_diff(self.clock.ticks_ms(), self.last_drain_ms) < 2000
+
+    def run(self, until=None):
+        """Run forever, or until until() is true (tests, the simulator)."""
+        self.start()
+        while until is None or not until():
+            self.run_once()
+            self.clock.sleep_ms(max(1, self.acq.poll_ms >> 2))

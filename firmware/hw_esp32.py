@@ -1,0 +1,72 @@
+# Hardware adapter for the ESP32 family: the only module that touches machine/network/esp32.
+# Everything here is thin: build objects from the validated board config and hand them to the pure logic.
+import gc
+
+import machine
+import network
+
+_RESET_CAUSES = {
+    getattr(machine, "PWRON_RESET", 1): "power-on",
+    getattr(machine, "HARD_RESET", 2): "hard",
+    getattr(machine, "WDT_RESET", 3): "watchdog",
+    getattr(machine, "DEEPSLEEP_RESET", 4): "deepsleep",
+    getattr(machine, "SOFT_RESET", 5): "soft",
+}
+
+
+def i2c(cfg):
+    c = cfg["i2c"]
+    return machine.I2C(c["bus"], scl=machine.Pin(c["scl"]), sda=machine.Pin(c["sda"]), freq=c["freq"])
+
+
+def int_pin(cfg):
+    pin = cfg["sensor"]["int_pin"]
+    return None if pin is None else machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)
+
+
+class Watchdog:
+    """machine.WDT: once started it cannot be stopped; the main loop feeds it only while healthy."""
+
+    def __init__(self, timeout_ms):
+        self._wdt = machine.WDT(timeout=timeout_ms)
+
+    def feed(self):
+        self._wdt.feed()
+
+
+class Network:
+    """Wi-Fi station. up() never blocks: it starts a connection and reports whether the link is up."""
+
+    def __init__(self, ssid, password):
+        self._ssid = ssid
+        self._password = password
+        self._wlan = network.WLAN(network.STA_IF)
+        self._wlan.active(True)
+        self.starts = 0
+
+    def up(self):
+        if self._wlan.isconnected():
+            return True
+        if self._wlan.status() != network.STAT_CONNECTING:
+            self._wlan.connect(self._ssid, self._password)
+            self.starts += 1
+        return False
+
+    def rssi(self):
+        try:
+            return self._wlan.status("rssi")
+        except (OSError, ValueError):
+            return None
+
+
+def reset_cause():
+    return _RESET_CAUSES.get(machine.reset_cause(), "unknown")
+
+
+def free_heap():
+    gc.collect()
+    return gc.mem_free()
+
+
+def reset():
+    machine.reset()

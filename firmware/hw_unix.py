@@ -1,0 +1,52 @@
+# Hardware adapter for the MicroPython unix port (board platform "unix"): the simulated MAX30102 on a fake
+# I2C bus, a watchdog that records what it would have done, and the host's network.
+import gc
+import sys
+
+
+class Watchdog:
+    """Stands in for machine.WDT: if the main loop stops feeding it for timeout_ms, expired() says so."""
+
+    def __init__(self, timeout_ms, clock):
+        self.timeout_ms = timeout_ms
+        self._clock = clock
+        self._last = clock.ticks_ms()
+        self.feeds = 0
+        self.longest_gap_ms = 0
+
+    def feed(self):
+        now = self._clock.ticks_ms()
+        gap = self._clock.ticks_diff(now, self._last)
+        if gap > self.longest_gap_ms:
+            self.longest_gap_ms = gap
+        self._last = now
+        self.feeds += 1
+
+    def expired(self):
+        return self._clock.ticks_diff(self._clock.ticks_ms(), self._last) > self.timeout_ms
+
+
+class Network:
+    """The host network is always up; a test can take it down to simulate Wi-Fi loss."""
+
+    def __init__(self):
+        self.available = True
+
+    def up(self):
+        return self.available
+
+    def rssi(self):
+        return None
+
+
+def reset_cause():
+    return "power-on"
+
+
+def free_heap():
+    gc.collect()
+    return gc.mem_free()
+
+
+def reset():
+    sys.exit(3)

@@ -1,0 +1,91 @@
+"""Device identities: everything a device needs, generated into an ignored folder.
+
+secrets/                      (git-ignored)
+  pki/ca.pem ca.key crl.pem   the project CA (EC P-256), created on first use
+  devices/<id>/
+    secrets.json              device_id, kid, key, base_iv (hex), wifi_ssid, wifi_password, broker   0600
+    device.pem device.key     the device certificate and key (PEM)                                  key 0600
+    certs/device.key.der device.crt.der ca.der   the same, DER, as deployed to the board            key 0600
+
+Private material is written 0600 and never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as rand
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paths
+from .pki import DEVICE_DAYS, CertificateAuthority, Issued, write_private
+
+KID_BYTES = 8
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    device_id: str
+    folder: Path
+    kid: bytes
+    key: bytes
+    base_iv: bytes
+
+
+def secrets_root() -> Path:
+    return Path(os.environ.get("OXILINK_SECRETS", paths.ROOT / "secrets"))
+
+
+def project_ca(root: Path | None = None) -> CertificateAuthority:
+    return CertificateAuthority((root or secrets_root()) / "pki")
+
+
+def device_folder(device_id: str, root: Path | None = None) -> Path:
+    return (root or secrets_root()) / "devices" / device_id
+
+
+def load_identity(device_id: str, root: Path | None = None) -> DeviceIdentity:
+    folder = device_folder(device_id, root)
+    s = json.loads((folder / "secrets.json").read_text())
+    return DeviceIdentity(device_id, folder, bytes.fromhex(s["kid"]), bytes.fromhex(s["key"]),
+                          bytes.fromhex(s["base_iv"]))
+
+
+def provision_device(device_id: str, *, root: Path | None = None, wifi_ssid: str = "", wifi_password: str = "",
+                     broker: str = "", days: int = DEVICE_DAYS, rotate_keys: bool = False) -> DeviceIdentity:
+    """Create the device's identity, or reuse it (a new certificate is issued only when missing);
+    rotate_keys=True issues a fresh AES key, Base IV and kid (the receiver keeps the old one for a window)."""
+    if not device_id or any(c not in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_." for c in
+                            device_id) or len(device_id) > 32:
+        raise ValueError(f"device id {device_id!r}: use 1..32 characters of A-Z a-z 0-9 - _ . (a pseudonym, "
+                         "never a patient identifier)")
+    ca = project_ca(root)
+    folder = device_folder(device_id, root)
+    secrets_file = folder / "secrets.json"
+    old = json.loads(secrets_file.read_text()) if secrets_file.exists() else {}
+    if old and not rotate_keys:
+        kid, key, base_iv = (bytes.fromhex(old[k]) for k in ("kid", "key", "base_iv"))
+    else:
+        kid, key, base_iv = rand.token_bytes(KID_BYTES), rand.token_bytes(16), rand.token_bytes(13)
+    record = {
+        "device_id": device_id,
+        "kid": kid.hex(),
+        "key": key.hex(),
+        "base_iv": base_iv.hex(),
+        "wifi_ssid": wifi_ssid or old.get("wifi_ssid", ""),
+        "wifi_password": wifi_password or old.get("wifi_password", ""),
+        "broker": broker or old.get("broker", ""),
+    }
+    write_private(secrets_file, (json.dumps(record, indent=1) + "\n").encode())
+    if not (folder / "device.pem").exists():
+        issued = ca.issue(device_id, folder=folder, days=days)
+        issued.cert.rename(folder / "device.pem")
+        issued.key.rename(folder / "device.key")
+    certs = folder / "certs"
+    certs.mkdir(parents=True, exist_ok=True)
+    issued = Issued(folder / "device.pem", folder / "device.key")
+    write_private(certs / "device.key.der", issued.key_der())
+    (certs / "device.crt.der").write_bytes(issued.cert_der())
+    (certs / "ca.der").write_bytes(ca.ca_der())
+    return DeviceIdentity(device_id, folder, kid, key, base_iv)
