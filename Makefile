@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 FIRMWARE_PY := $(shell find firmware -name '*.py' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps system-deps mpy-check test lint board-check clean bench-seal bench-queue bench-ingest
+.PHONY: help venv deps system-deps mpy-check test lint board-check clean bench-seal bench-queue bench-ingest bench-dsp
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ bench-queue: venv deps ## flash queue: power-cut sweep, throughput, write amplif
 
 bench-ingest: venv system-deps ## end-to-end ingest (publisher -> Mosquitto -> receiver -> SQLite) -> build/bench/ingest.json
 	$(PY) -m oxilink.bench_ingest
+
+bench-dsp: venv deps ## vitals vs HeartPy and FFT on ../shared/data/ppg (DATA=dir) -> build/bench/dsp.json
+	$(PY) -m oxilink.bench_dsp $(if $(DATA),--data $(DATA))
 
 clean: ## remove build outputs (keeps .venv and var/)
 	rm -rf build

@@ -57,6 +57,8 @@ SCHEMA = {
     "vitals": {
         # SpO2 (%) = c0 + c1*R + c2*R*R, R = (AC_red/DC_red)/(AC_ir/DC_ir). Fit with `oxilink calibrate`.
         "spo2_curve": ("curve", [110.0, -25.0, 0.0], None),
+        "finger_min_counts": ("int", 10000, [0, 262143]),
+        "min_pi_pct": ("num", 0.1, [0, 20]),
     },
     "report": {
         "batch_seconds": ("int", 30, [5, 600]),

@@ -1,0 +1,286 @@
+# Per-second stage of the vitals pipeline: heart rate, SpO2, perfusion index and signal quality.
+#
+# Usage (the acquisition core feeds raw counts, already un-swapped if the board says so):
+#     v = Vitals(fs, cfg["vitals"])
+#     if v.push(red, ir):                # per sample, allocation-free (vitals_filter.PulseFilter)
+#         hr_x10, spo2_x10, pi_x100, quality = v.reading()
+# A value is None when it is not trustworthy; `quality` is a bitmask of the reasons (0 = good).
+# reading() works on fixed-size rings: it may allocate transiently, nothing that grows with run time.
+from array import array
+
+from micropython import const
+
+import vitals_filter as vf
+
+NO_FINGER = const(1)
+SATURATED = const(2)
+MOTION = const(4)  # motion or noise: beats do not form a consistent rhythm, or red and IR disagree
+LOW_PERFUSION = const(8)
+IRREGULAR = const(16)
+WARMING_UP = const(32)
+CHANNELS_SWAPPED = const(64)
+REASONS = (
+    (NO_FINGER, "no_finger"),
+    (SATURATED, "saturated"),
+    (MOTION, "motion"),
+    (LOW_PERFUSION, "low_perfusion"),
+    (IRREGULAR, "irregular"),
+    (WARMING_UP, "warming_up"),
+    (CHANNELS_SWAPPED, "channels_swapped"),
+)
+
+DEFAULTS = {
+    "spo2_curve": [110.0, -25.0, 0.0],
+    "finger_min_counts": 10000,
+    "min_pi_pct": 0.1,
+}
+
+_SECONDS = const(16)  # per-second ring length
+_HR_WINDOW_S = const(10)
+_SPO2_WINDOW_S = const(6)
+_SAT_HOLD_S = const(3)
+_WARMUP_S = const(3)
+_SETTLE_S = const(2)
+_MIN_INTERVALS = const(3)
+_TOLERANCE = 0.2  # an interval (or k of them) matches k periods within this fraction of a period
+_ACF_MIN_BPM = const(30)
+_MIN_PERIODICITY = 0.3  # autocorrelation peak (normalised) below this: no pulse, only noise
+_PEAK_SHARE = 0.8  # the shortest lag whose peak reaches this share of the highest is the period
+_MIN_KEPT = 0.6  # below: no rhythm (motion/noise)
+_REGULAR_KEPT = 0.85  # below: irregular rhythm (value still reported)
+_MIN_CORR = 0.8  # red/IR pulsatile correlation below this is motion or noise
+_SWAP_R = 1.8  # ratio of ratios above this looks like red and IR swapped (SpO2 would read < ~65 %)
+
+
+def reasons(quality):
+    return [name for bit, name in REASONS if quality & bit]
+
+
+def _bitlen(v):
+    n = 0
+    while v:
+        v >>= 1
+        n += 1
+    return n
+
+
+class Vitals(vf.PulseFilter):
+    def __init__(self, fs, cfg=None, swap_detect=True, use_red=True):
+        vf.PulseFilter.__init__(self, fs)
+        cfg = cfg or {}
+        curve = cfg.get("spo2_curve", DEFAULTS["spo2_curve"])
+        if type(curve) not in (list, tuple) or len(curve) != 3:
+            raise ValueError("vitals.spo2_curve: expected a list of 3 numbers, got %r" % (curve,))
+        self._c0, self._c1, self._c2 = float(curve[0]), float(curve[1]), float(curve[2])
+        self._finger_min = cfg.get("finger_min_counts", DEFAULTS["finger_min_counts"])
+        self._min_pi = float(cfg.get("min_pi_pct", DEFAULTS["min_pi_pct"]))
+        self._swap_detect = swap_detect
+        self._use_red = use_red
+        # Per-second rings.
+        self._dc_ir = array("f", bytearray(4 * _SECONDS))
+        self._dc_red = array("f", bytearray(4 * _SECONDS))
+        self._ri = array("f", bytearray(4 * _SECONDS))
+        self._ii = array("f", bytearray(4 * _SECONDS))
+        self._rr = array("f", bytearray(4 * _SECONDS))
+        self._flags = array("i", bytearray(4 * _SECONDS))
+        self._sec = 0  # seconds seen (ring position)
+        self._valid_s = 0  # consecutive seconds with a finger and no restart
+        self._resets = 0
+        self._beat_start = 0
+        self._last_r = None  # ratio of ratios of the last reading (for calibration tools)
+
+    # -- per-second ring ---------------------------------------------------------------------------------
+
+    def _take_second(self):
+        st = self._st
+        last = vf.LAST
+        fs = self.fs
+        i = self._sec % _SECONDS
+        scale = float(1 << (2 * st[vf.LAST_SHIFT]))
+        self._dc_ir[i] = st[last + vf.S_SUM_IR] / fs
+        self._dc_red[i] = st[last + vf.S_SUM_RED] / fs
+        self._ri[i] = st[last + vf.S_RI] * scale
+        self._ii[i] = st[last + vf.S_II] * scale
+        self._rr[i] = st[last + vf.S_RR] * scale
+        flags = 0
+        if st[last + vf.S_SAT]:
+            flags |= SATURATED
+        if self._dc_ir[i] < self._finger_min:
+            flags |= NO_FINGER
+        self._flags[i] = flags
+        self._sec += 1
+        # Scale next second's AC products so |bp >> shift| stays below 512.
+        peak = max(st[last + vf.S_MAX_IR], st[last + vf.S_MAX_RED] if self._use_red else 0)
+        st[vf.SHIFT] = max(0, _bitlen(peak) - 9)
+        if st[vf.RESETS] != self._resets or flags & NO_FINGER:
+            self._resets = st[vf.RESETS]
+            self._valid_s = 0
+        else:
+            self._valid_s += 1
+        if self._valid_s < _SETTLE_S:
+            self._beat_start = st[vf.BEATS]  # beats while the filters settle do not count
+        return flags
+
+    def _window_flags(self, seconds):
+        f = 0
+        n = min(seconds, self._sec)
+        for k in range(1, n + 1):
+            f |= self._flags[(self._sec - k) % _SECONDS]
+        return f
+
+    # -- heart rate from beat intervals ------------------------------------------------------------------
+
+    def _intervals(self):
+        """Beat intervals (Q8 samples) and cycle amplitudes of the trailing window, newest first."""
+        st = self._st
+        beats = st[vf.BEATS]
+        avail = (beats - self._beat_start) & 0x3FFFFFFF
+        avail = min(avail, vf.RING_SIZE)
+        limit = _HR_WINDOW_S * self.fs * 256
+        total = 0
+        ivs = []
+        pps = []
+        for j in range(1, avail + 1):
+            idx = vf.RING + (((beats - j) & (vf.RING_SIZE - 1)) << 1)
+            iv = st[idx]
+            if total + iv > limit and len(ivs) >= _MIN_INTERVALS:
+                break
+            total += iv
+            ivs.append(iv)
+            pps.append(st[idx + 1])
+        return ivs, pps
+
+    def _period(self):
+        """Pulse period in samples from the autocorrelation of the trailing ~6-12 s, or None if aperiodic."""
+        fd = self.acf_rate
+        lo = max(1, int(fd * 60 / vf.MAX_BPM))
+        hi = min(lo + vf.ACF_MAX_LAGS - 1, int(fd * 60 / _ACF_MIN_BPM) + 1)
+        st = self._st
+        r0 = vf.autocorrelate(st, lo, hi)
+        n = min(st[vf.APOS], vf.ACF_LEN)
+        if r0 <= 0 or n < 2 * hi:
+            return None
+        best = 0.0
+        norm = []
+        for lag in range(lo, hi + 1):
+            v = st[vf.ACF_OUT + lag - lo] / r0
+            norm.append(v)
+            if v > best:
+                best = v
+        if best < _MIN_PERIODICITY:
+            return None
+        for i in range(1, len(norm) - 1):
+            a, b, c = norm[i - 1], norm[i], norm[i + 1]
+            if b >= a and b >= c and b >= _PEAK_SHARE * best:
+                den = a - 2 * b + c
+                off = 0.5 * (a - c) / den if den < 0 else 0.0
+                return (lo + i + off) * self.fs / fd
+        return None
+
+    def _heart_rate(self):
+        """(bpm or None, quality bits, median cycle amplitude in Q4).
+
+        Beat intervals give the precise rate; the autocorrelation period says how many pulse periods each
+        interval spans, so a missed beat (2 periods) or an extra one (two parts of one period) cannot halve
+        or double the rate.
+        """
+        st = self._st
+        if st[vf.SINCE] > 3 * self.fs:
+            return None, MOTION, 0
+        ivs, pps = self._intervals()
+        if len(ivs) < _MIN_INTERVALS:
+            return None, WARMING_UP, 0
+        pps.sort()
+        pp = pps[len(pps) // 2]
+        srt = sorted(ivs)
+        t = srt[len(srt) // 2]
+        period = self._period()
+        if period is None:
+            return None, MOTION, pp
+        p256 = period * 256
+        if 1.7 * p256 < t < 2.3 * p256:
+            t = p256  # the detector misses every other pulse: count by the autocorrelation period
+        tol = _TOLERANCE * t
+        n = 0  # pulse periods the accepted intervals span
+        total = 0
+        carry = 0
+        for iv in ivs:
+            x = carry + iv
+            k = int(x / t + 0.5)
+            if k >= 1 and abs(x - k * t) <= tol:
+                n += k
+                total += x
+                carry = 0
+            elif x > 3.5 * t:
+                carry = 0
+            else:
+                carry = x  # an extra detection: join it to the next interval
+        kept = total / sum(ivs)
+        if n < _MIN_INTERVALS or kept < _MIN_KEPT:
+            return None, MOTION, pp
+        bpm = 60.0 * self.fs * 256 * n / total
+        q = IRREGULAR if kept < _REGULAR_KEPT else 0
+        return bpm, q, pp
+
+    # -- SpO2 from the ratio of ratios -------------------------------------------------------------------
+
+    def _ratio(self):
+        """(R, red/IR correlation) over the SpO2 window, or (None, 0)."""
+        n = min(_SPO2_WINDOW_S, self._sec)
+        ri = ii = rr = dci = dcr = 0.0
+        for k in range(1, n + 1):
+            i = (self._sec - k) % _SECONDS
+            ri += self._ri[i]
+            ii += self._ii[i]
+            rr += self._rr[i]
+            dci += self._dc_ir[i]
+            dcr += self._dc_red[i]
+        if ii <= 0 or rr <= 0 or dcr <= 0 or dci <= 0:
+            return None, 0.0
+        corr = ri / (ii * rr) ** 0.5
+        return (ri / ii) * (dci / dcr), corr
+
+    def spo2_from_ratio(self, r):
+        return self._c0 + self._c1 * r + self._c2 * r * r
+
+    # -- the per-second reading --------------------------------------------------------------------------
+
+    def reading(self):
+        """(hr_x10, spo2_x10, pi_x100, quality): integers in 0.1 bpm, 0.1 %, 0.01 %, or None when not valid."""
+        flags = self._take_second()
+        self._last_r = None
+        quality = self._window_flags(_SAT_HOLD_S) & SATURATED
+        if flags & NO_FINGER:
+            return None, None, None, quality | NO_FINGER
+        if quality:
+            return None, None, None, quality
+        bpm, hq, pp = self._heart_rate()
+        quality |= hq
+        if self._valid_s < _WARMUP_S:
+            quality |= WARMING_UP
+        dc = self._dc_ir[(self._sec - 1) % _SECONDS]
+        pi = pp / 16.0 / dc * 100.0 if pp and dc > 0 else None
+        if pi is not None and pi < self._min_pi:
+            quality |= LOW_PERFUSION
+        if quality & (WARMING_UP | MOTION):
+            return None, None, None, quality
+        spo2 = None
+        if self._use_red:
+            r, corr = self._ratio()
+            if r is None or corr < _MIN_CORR:
+                quality |= MOTION
+            elif self._swap_detect and r > _SWAP_R:
+                quality |= CHANNELS_SWAPPED
+            elif not quality & LOW_PERFUSION:
+                self._last_r = r
+                s = self.spo2_from_ratio(r)
+                if 50.0 <= s <= 102.0:
+                    spo2 = min(100.0, s)
+        hr_x10 = int(bpm * 10 + 0.5) if bpm is not None else None
+        spo2_x10 = int(spo2 * 10 + 0.5) if spo2 is not None else None
+        pi_x100 = int(pi * 100 + 0.5) if pi is not None else None
+        return hr_x10, spo2_x10, pi_x100, quality
+
+    def last_ratio(self):
+        """Ratio of ratios behind the last reading (None if there was none): what `oxilink calibrate` fits."""
+        return self._last_r

@@ -1,0 +1,128 @@
+"""Per-second stage (vitals.Vitals): absent values on bad input, SpO2 from the ratio, recovery, bounded memory."""
+
+from __future__ import annotations
+
+from test_vitals_filter import GEN
+
+
+def test_no_finger_saturated_and_noise_report_nothing(mp):
+    r = mp.json(GEN + """
+import random
+from mptest import report
+res = {}
+for case in ("no_finger", "saturated", "noise", "flat"):
+    v = vitals.Vitals(100)
+    out = []
+    random.seed(3)
+    for n in range(100 * 30):
+        if case == "no_finger":
+            red, ir = 400 + random.getrandbits(6), 700 + random.getrandbits(6)
+        elif case == "saturated":
+            red, ir = 262143, 262143 - (n % 50) // 40
+        elif case == "noise":
+            red, ir = 80000 + random.getrandbits(9), 100000 + random.getrandbits(9)
+        else:
+            red, ir = 80000, 100000
+        if v.push(red, ir):
+            out.append(v.reading())
+    res[case] = out
+report(**res)
+""")
+    for case, out in r.items():
+        assert len(out) == 30
+        assert all(o[0] is None and o[1] is None for o in out), (case, out)
+    assert all(o[3] & vitals_bits()["NO_FINGER"] for o in r["no_finger"])
+    assert all(o[3] & vitals_bits()["SATURATED"] for o in r["saturated"])
+    assert all(o[3] & vitals_bits()["MOTION"] for o in r["noise"][10:])
+
+
+def vitals_bits() -> dict[str, int]:
+    return {"NO_FINGER": 1, "SATURATED": 2, "MOTION": 4, "LOW_PERFUSION": 8, "IRREGULAR": 16,
+            "WARMING_UP": 32, "CHANNELS_SWAPPED": 64}
+
+
+def test_reason_constants_match_the_interface(mp):
+    r = mp.json("""
+import vitals
+from mptest import report
+report(**{name.upper(): bit for bit, name in vitals.REASONS})
+""")
+    assert r == vitals_bits()
+
+
+def test_spo2_follows_the_ratio_and_the_board_curve(mp):
+    r = mp.json(GEN + """
+import boardconf
+from mptest import report
+cfg = boardconf.validate({"board": "x", "platform": "unix", "vitals": {"spo2_curve": [104.0, -17.0, 0.0]}})
+res = []
+for ratio in (0.5, 0.8, 1.2):
+    for c in (None, cfg["vitals"]):
+        v = vitals.Vitals(100, c)
+        out = feed(v, 20, 100, 72, ac=1500, red_ratio=ratio)
+        res.append([ratio, c is not None, out[-1]])
+report(res=res)
+""")
+    for ratio, custom, (hr, spo2, pi, q) in r["res"]:
+        c0, c1 = (104.0, -17.0) if custom else (110.0, -25.0)
+        assert spo2 is not None and abs(spo2 / 10 - (c0 + c1 * ratio)) <= 1.0, (ratio, custom, spo2, q)
+        assert abs(hr / 10 - 72) <= 1.0
+        assert 1.0 <= pi / 100 <= 1.6  # 1.5 % peak to peak, read through the band-pass
+        assert q == 0
+
+
+def test_swapped_channels_are_flagged(mp):
+    r = mp.json(GEN + """
+from mptest import report
+v = vitals.Vitals(100)
+out = feed(v, 20, 100, 72, ac=600, red_ratio=2.2, dc_red=60000)
+report(out=out[-5:])
+""")
+    for hr, spo2, _pi, q in r["out"]:
+        assert q & 64 and spo2 is None and hr is not None
+
+
+def test_recovers_after_the_finger_returns(mp):
+    r = mp.json(GEN + """
+from mptest import report
+v = vitals.Vitals(100)
+out = feed(v, 20, 100, 80)
+for n in range(100 * 10):  # finger off: ambient light only
+    if v.push(300, 500):
+        out.append(v.reading())
+out += feed(v, 20, 100, 80)
+report(out=out)
+""")
+    out = r["out"]
+    assert out[19][0] is not None
+    assert all(o[0] is None and o[3] & 1 for o in out[21:30])
+    back = [k for k, o in enumerate(out[30:]) if o[0] is not None]
+    assert back and back[0] <= 7, out[30:]  # HR again within 7 s of the finger's return
+    assert all(abs(o[0] / 10 - 80) <= 1.0 for o in out[30 + back[0]:])
+
+
+def test_memory_after_an_hour_equals_after_a_minute(mp):
+    r = mp.json(GEN + """
+import gc
+from mptest import report
+fs = 100
+v = vitals.Vitals(fs)
+step = int(70 * 65536 / 60 / fs)
+
+def run(seconds, ph):
+    for n in range(seconds * fs):
+        p = TABLE[(ph >> 8) & 255]
+        if v.push(80000 - p * 150 // 1000, 100000 - p * 300 // 1000):
+            v.reading()
+        ph = (ph + step) & 0xFFFFFF
+    return ph
+
+ph = run(60, 0)
+gc.collect()
+after_minute = gc.mem_alloc()
+ph = run(3540, ph)
+gc.collect()
+after_hour = gc.mem_alloc()
+report(minute=after_minute, hour=after_hour, hr=v.reading()[0])
+""", heapsize="100K", timeout=600)
+    assert abs(r["hour"] - r["minute"]) <= 256, r
