@@ -11,7 +11,7 @@ BOARDS = ROOT / "boards"
 BUILD = ROOT / "build"
 BUILD_LIB = BUILD / "lib"  # fetched MicroPython libraries (umqtt.simple)
 BENCH = BUILD / "bench"
-VAR = ROOT / "var"
+VAR = Path(os.environ.get("OXILINK_VAR", ROOT / "var"))  # readings, audit log, sim state
 
 
 def data_dir() -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +73,9 @@ class CertificateAuthority:
         self.cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
         self.key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
         self.crl_path = self.folder / "crl.pem"
+        self.revoked_path = self.folder / "revoked.json"
         if not self.crl_path.exists():
-            self.write_crl([])
+            self.write_crl(self.revoked_serials())
 
     def _create(self, name: str) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -123,6 +125,20 @@ class CertificateAuthority:
 
     def serial_of(self, cert_path: Path) -> int:
         return x509.load_pem_x509_certificate(cert_path.read_bytes()).serial_number
+
+    def revoked_serials(self) -> list[int]:
+        if not self.revoked_path.exists():
+            return []
+        return [int(s) for s in json.loads(self.revoked_path.read_text()).values()]
+
+    def revoke(self, name: str, cert_path: Path) -> int:
+        """Add a certificate to the CRL (kept in revoked.json by name) and rewrite crl.pem."""
+        revoked = json.loads(self.revoked_path.read_text()) if self.revoked_path.exists() else {}
+        serial = self.serial_of(cert_path)
+        revoked[f"{name}:{serial}"] = str(serial)
+        self.revoked_path.write_text(json.dumps(revoked, indent=1) + "\n")
+        self.write_crl(self.revoked_serials())
+        return serial
 
     def write_crl(self, serials: list[int]) -> Path:
         now = _now()
