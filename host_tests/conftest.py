@@ -102,3 +102,24 @@ def broker(pki, tmp_path):
         subprocess.run(["make", "-C", str(ROOT), "system-deps"], check=True)
     with Mosquitto(tmp_path / "broker", pki) as b:
         yield b
+
+
+def write_der(folder: Path, issued, ca) -> list[str]:
+    """A device's TLS material as a board holds it (DER): k.der, c.der, ca.der in folder; returns the paths."""
+    out = []
+    for name, data in (("k.der", issued.key_der()), ("c.der", issued.cert_der()), ("ca.der", ca.ca_der())):
+        (folder / name).write_bytes(data)
+        out.append(str(folder / name))
+    return out
+
+
+@pytest.fixture
+def receiver(broker, pki):
+    """A paho subscriber with the receiver's identity, subscribed to oxilink/#."""
+    from mqtt_peer import Peer
+    from oxilink.broker import RECEIVER_CN
+
+    peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
+    peer.subscribe("oxilink/#")
+    yield peer
+    peer.close()

@@ -6,9 +6,8 @@ from __future__ import annotations
 import queue
 
 import pytest
+from conftest import write_der
 
-from mqtt_peer import Peer
-from oxilink.broker import RECEIVER_CN
 from oxilink.pki import CertificateAuthority
 
 DEVICE_PUBLISH = """
@@ -28,30 +27,15 @@ print("published")
 """
 
 
-def device_files(tmp_path, issued, ca):
-    (tmp_path / "k.der").write_bytes(issued.key_der())
-    (tmp_path / "c.der").write_bytes(issued.cert_der())
-    (tmp_path / "ca.der").write_bytes(ca.ca_der())
-    return [str(tmp_path / n) for n in ("k.der", "c.der", "ca.der")]
-
-
-@pytest.fixture
-def receiver(broker, pki):
-    peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
-    peer.subscribe("oxilink/#")
-    yield peer
-    peer.close()
-
-
 def test_device_publishes_over_mutual_tls(mp, tmp_path, broker, pki, receiver):
-    files = device_files(tmp_path, pki.issue("dev-a"), pki)
+    files = write_der(tmp_path, pki.issue("dev-a"), pki)
     out = mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-a/vitals"], heapsize="100K")
     assert "published" in out
     assert receiver.get() == ("oxilink/dev-a/vitals", b"sealed-bytes", False)
 
 
 def test_device_cannot_publish_to_another_devices_topic(mp, tmp_path, broker, pki, receiver):
-    files = device_files(tmp_path, pki.issue("dev-a"), pki)
+    files = write_der(tmp_path, pki.issue("dev-a"), pki)
     mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-b/vitals"])  # PUBACKed, then dropped
     mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-a/vitals"])
     assert receiver.get()[0] == "oxilink/dev-a/vitals"  # only its own topic came through
@@ -61,7 +45,7 @@ def test_device_cannot_publish_to_another_devices_topic(mp, tmp_path, broker, pk
 
 def test_certificate_from_another_ca_is_refused(mp, tmp_path, broker, pki, receiver):
     rogue = CertificateAuthority(tmp_path / "rogue")
-    files = device_files(tmp_path, rogue.issue("dev-a"), pki)
+    files = write_der(tmp_path, rogue.issue("dev-a"), pki)
     proc = mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-a/vitals"], expect_fail=True)
     assert "OSError" in proc.stdout + proc.stderr
     assert "certificate verify failed" in broker.log_tail(50)
@@ -71,7 +55,7 @@ def test_certificate_from_another_ca_is_refused(mp, tmp_path, broker, pki, recei
 
 def test_device_refuses_a_broker_signed_by_another_ca(mp, tmp_path, broker, pki):
     rogue = CertificateAuthority(tmp_path / "rogue")
-    key, cert, _ = device_files(tmp_path, pki.issue("dev-a"), pki)
+    key, cert, _ = write_der(tmp_path, pki.issue("dev-a"), pki)
     (tmp_path / "rogue.der").write_bytes(rogue.ca_der())
     proc = mp(DEVICE_PUBLISH, args=[key, cert, str(tmp_path / "rogue.der"), str(broker.port), "oxilink/dev-a/x"],
               expect_fail=True)
@@ -80,7 +64,7 @@ def test_device_refuses_a_broker_signed_by_another_ca(mp, tmp_path, broker, pki)
 
 def test_revoked_device_can_no_longer_connect(mp, tmp_path, broker, pki, receiver):
     issued = pki.issue("dev-r")
-    files = device_files(tmp_path, issued, pki)
+    files = write_der(tmp_path, issued, pki)
     mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-r/vitals"])
     assert receiver.get()[0] == "oxilink/dev-r/vitals"
     pki.write_crl([pki.serial_of(issued.cert)])

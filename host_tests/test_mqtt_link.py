@@ -5,9 +5,7 @@ from __future__ import annotations
 import queue
 
 import pytest
-
-from mqtt_peer import Peer
-from oxilink.broker import RECEIVER_CN
+from conftest import write_der
 
 LINK = """
 import sys, ssl, json, time
@@ -40,24 +38,8 @@ print(json.dumps(out))
 """
 
 
-def files(tmp_path, issued, ca):
-    paths = []
-    for name, data in (("k.der", issued.key_der()), ("c.der", issued.cert_der()), ("ca.der", ca.ca_der())):
-        (tmp_path / name).write_bytes(data)
-        paths.append(str(tmp_path / name))
-    return paths
-
-
-@pytest.fixture
-def receiver(broker, pki):
-    peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
-    peer.subscribe("oxilink/#")
-    yield peer
-    peer.close()
-
-
 def test_publish_qos1_with_bounded_steps(mp, tmp_path, broker, pki, receiver):
-    out = mp.json(LINK, args=[*files(tmp_path, pki.issue("dev-a"), pki), str(broker.port),
+    out = mp.json(LINK, args=[*write_der(tmp_path, pki.issue("dev-a"), pki), str(broker.port),
                               "oxilink/dev-a/vitals", "ok"], heapsize="100K")
     assert out.get("ok"), out
     assert out["idle_during_connect"] > 0  # the main loop's drain ran while TCP+TLS were in progress
@@ -68,7 +50,7 @@ def test_publish_qos1_with_bounded_steps(mp, tmp_path, broker, pki, receiver):
 def test_dead_port_fails_fast_with_phase(mp, tmp_path, pki):
     from oxilink.broker import free_port
 
-    out = mp.json(LINK, args=[*files(tmp_path, pki.issue("dev-a"), pki), str(free_port()), "oxilink/dev-a/v", "x"])
+    out = mp.json(LINK, args=[*write_der(tmp_path, pki.issue("dev-a"), pki), str(free_port()), "oxilink/dev-a/v", "x"])
     assert out["phase"] == "tcp" and "Error" in out["error"]
 
 
@@ -76,7 +58,7 @@ def test_unknown_client_certificate_fails_in_tls_phase(mp, tmp_path, broker, pki
     from oxilink.pki import CertificateAuthority
 
     rogue = CertificateAuthority(tmp_path / "rogue")
-    key, cert, _ = files(tmp_path, rogue.issue("dev-a"), rogue)
+    key, cert, _ = write_der(tmp_path, rogue.issue("dev-a"), rogue)
     (tmp_path / "ca.der").write_bytes(pki.ca_der())
     out = mp.json(LINK, args=[key, cert, str(tmp_path / "ca.der"), str(broker.port), "oxilink/dev-a/v", "x"])
     assert out["phase"] == "tls" and "error" in out, out

@@ -9,13 +9,10 @@ import subprocess
 import threading
 import time
 
-import pytest
-from conftest import MP_HELPERS
+from conftest import MP_HELPERS, write_der
 from faultproxy import FaultProxy
 
-from mqtt_peer import Peer
 from oxilink import mprun
-from oxilink.broker import RECEIVER_CN
 
 DEVICE = """
 import sys, json, time
@@ -53,18 +50,8 @@ print(json.dumps({"made": made, "depth": q.depth(), "stats": t.stats(), "idle": 
 
 
 def key_files(tmp_path, pki, cn):
-    issued = pki.issue(cn)
-    for name, data in (("k.der", issued.key_der()), ("c.der", issued.cert_der()), ("ca.der", pki.ca_der())):
-        (tmp_path / name).write_bytes(data)
+    write_der(tmp_path, pki.issue(cn), pki)
     return str(tmp_path)
-
-
-@pytest.fixture
-def receiver(broker, pki):
-    peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
-    peer.subscribe("oxilink/+/vitals")
-    yield peer
-    peer.close()
 
 
 def run_device(tmp_path, port, n, period_ms, limit_s, faults=None):
