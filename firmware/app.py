@@ -3,8 +3,10 @@
 # Sensor first: service_sensor() drains the FIFO and turns completed seconds into readings, full batches into
 # sealed queue records. It runs at the top of every loop turn AND as the transport's idle hook, i.e. inside
 # every socket wait (TCP connect, TLS handshake flights, PUBACK waits), so network trouble never stops the
-# drain (docs/transport.md). The watchdog is fed only when the loop is healthy: it turned recently and the
-# sensor was drained recently.
+# drain (docs/transport.md). The watchdog is fed by the drain itself, and only while the loop is healthy: the
+# sensor answers and was drained recently, and the current loop turn has not run past _TURN_BUDGET_MS. So a
+# slow or stalled network (bounded waits that keep draining) keeps it fed, while a stuck sensor bus or a wedged
+# loop stops the feeding and the hardware watchdog resets the board.
 import time
 
 from acquisition import Acquisition
@@ -21,6 +23,10 @@ from vitals import Vitals
 FW_VERSION = "0.1.0"
 _EPOCH_2000 = 946684800  # MicroPython ports whose epoch is 2000-01-01 (the ESP32's)
 _SENSOR_RECOVER_MS = 1000
+_DRAIN_STALE_MS = 2000  # device clock: no drain for this long means samples are being lost
+# Real time: one loop turn is at most a connect or one delivery, every socket wait bounded by link.timeout_ms
+# (5 s); a turn still running after a minute is wedged, not slow.
+_TURN_BUDGET_MS = 60000
 
 
 def unix_time():
@@ -58,6 +64,9 @@ class Device:
         self.queue = FlashQueue(q["path"], q["capacity_bytes"])
         m = cfg["mqtt"]
         self.insecure = not m["tls"]
+        if not self.insecure and ssl_context is None:
+            raise ValueError("board file: mqtt.tls is true but no TLS context was given (device certificates "
+                             "missing?); set mqtt.tls to false only for a plain test broker")
         self.link = MqttLink(keys.device_id, m["host"], m["port"], ssl_context=None if self.insecure else ssl_context,
                              keepalive=m["keepalive_s"], idle=self.service_sensor)
         self.transport = Transport(self.link, self.queue, keys.device_id, network=network, log=log)
@@ -65,6 +74,7 @@ class Device:
         self.status_every_ms = report["status_interval_s"] * 1000
         self.last_status_ms = self.started_ms
         self.last_drain_ms = self.started_ms
+        self.turn_started = time.ticks_ms()  # real time, like the network waits it bounds
         self.sensor_errors = 0
         self.sensor_ok = True
         self.batches = 0
@@ -103,6 +113,8 @@ class Device:
                 self.log.warning("sensor: %r; recovering" % (e,))
             return
         self.last_drain_ms = now
+        if self.watchdog is not None and self._turn_in_budget():
+            self.watchdog.feed()
         while self.acq.reading_ready:
             self.acq.reading_ready = False
             self._add_reading()
@@ -141,7 +153,8 @@ class Device:
 
     def _arm_last_will(self):
         # Sealed like any status; the broker publishes it (retained) if the link dies without DISCONNECT.
-        offline = self._sealed_status(encode_status(FW_VERSION, self.board, 0, "offline", 0, 0, 0, 0, 0, 0))
+        offline = self._sealed_status(encode_status(FW_VERSION, self.board, 0, "offline", 0, 0, 0, 0, 0, 0,
+                                                    insecure=self.insecure))
         self.link.set_last_will(self.transport.status_topic, offline, retain=True, qos=1)
 
     def _on_connect(self, transport):
@@ -151,6 +164,7 @@ class Device:
     # ---- the loop ------------------------------------------------------------------------------------------
 
     def run_once(self):
+        self.turn_started = time.ticks_ms()
         self.service_sensor()
         now = self.clock.ticks_ms()
         if self.transport.up and self.clock.ticks_diff(now, self.last_status_ms) >= self.status_every_ms:
@@ -163,8 +177,13 @@ class Device:
         if self.watchdog and self.healthy():
             self.watchdog.feed()
 
+    def _turn_in_budget(self):
+        return time.ticks_diff(time.ticks_ms(), self.turn_started) < _TURN_BUDGET_MS
+
     def healthy(self):
-        return self.sensor_ok and self.clock.ticks_diff(self.clock.ticks_ms(), self.last_drain_ms) < 2000
+        """The sensor answers and was drained recently, and the loop turn in progress is not wedged."""
+        return (self.sensor_ok and self.clock.ticks_diff(self.clock.ticks_ms(), self.last_drain_ms) < _DRAIN_STALE_MS
+                and self._turn_in_budget())
 
     def run(self, until=None):
         """Run forever, or until until() is true (tests, the simulator)."""

@@ -27,16 +27,17 @@ class Watchdog:
 
 
 class Network:
-    """The host network is always up; a test can take it down to simulate Wi-Fi loss."""
+    """The host network; a test sets .available = False to simulate Wi-Fi loss, .rssi_dbm to report a signal."""
 
-    def __init__(self):
+    def __init__(self, rssi=None):
         self.available = True
+        self.rssi_dbm = rssi  # None: this "radio" reports no signal strength
 
     def up(self):
         return self.available
 
     def rssi(self):
-        return None
+        return self.rssi_dbm if self.available else None
 
 
 def reset_cause():

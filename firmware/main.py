@@ -39,7 +39,7 @@ def run():
     log = Log(keys.device_id)
     log.info("oxilink %s on %s (%s), reset cause %s" % (app.FW_VERSION, cfg["board"], cfg["platform"],
                                                        hw_esp32.reset_cause()))
-    wdt = hw_esp32.Watchdog(10000)
+    wdt = hw_esp32.Watchdog(30000)  # above DNS (blocking) + one TLS handshake flight; see docs/transport.md
     network = hw_esp32.Network(ssid, password)
     device = app.Device(cfg, keys, hw_esp32.i2c(cfg), clock.Clock(), "", pin=hw_esp32.int_pin(cfg),
                         ssl_context=client_context(key_der, cert_der, ca_der), network=network, watchdog=wdt,

@@ -44,6 +44,10 @@ class MqttLink(MQTTClient):
             self._addr = socket.getaddrinfo(self.server, self.port)[0][-1]
         self.phase = "tcp"
         raw = socket.socket()
+        try:  # small MQTT writes must not wait for Nagle + delayed ACK (~40 ms per PUBACK round trip)
+            raw.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)  # Linux = lwIP
+        except (OSError, AttributeError):
+            pass
         raw.setblocking(False)
         self.sock = paced = PacedSocket(raw, self.idle, self.timeout_ms)
         try:
@@ -56,11 +60,14 @@ class MqttLink(MQTTClient):
             self.phase = "tls"
             paced.replace(self.ssl_context.wrap_socket(raw, server_hostname=self.server,
                                                        do_handshake_on_connect=False))
+        # With TLS the handshake runs inside the first write: an SSL write returns only once the handshake is
+        # over (TLS 1.2: after the server's Finished, i.e. after it accepted our client certificate), so any
+        # failure up to here is a TLS failure and anything after it is the broker's MQTT answer.
         self._send_connect(clean_session)
-        resp = self.sock.read(4)  # the TLS handshake completes inside these writes/reads
         self.phase = "mqtt"
+        resp = self.sock.read(4)
         if len(resp) < 4 or resp[0] != 0x20 or resp[1] != 2:
-            raise OSError(errno.ECONNRESET)
+            raise MqttRefused("broker closed the connection without a CONNACK")
         if resp[3]:
             raise MqttRefused("broker refused the connection: %s" % REFUSALS.get(resp[3], resp[3]))
         self.phase = "up"

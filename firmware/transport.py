@@ -5,6 +5,7 @@
 # Failure behaviour (mqtt_as-style): the first failure to reach the broker is logged clearly with its cause;
 # later outages are handled silently and counted in stats(). Reconnects use capped exponential backoff with
 # jitter. Records already queued are never touched by a failure: they stay until a PUBACK acks them.
+import errno
 import time
 
 from backoff import Backoff
@@ -13,6 +14,32 @@ from mqtt_link import MqttRefused
 # Which counter a failure lands in, by how far the connect got (MqttLink.phase).
 _PHASE_COUNTER = {"dns": "dns_failures", "tcp": "connect_failures", "tls": "tls_failures",
                   "mqtt": "refused", "up": "link_lost"}
+
+# What a TLS failure means, in words an operator can act on. mbedTLS reports a rejected server certificate as
+# a ValueError carrying its verify text; a broker that rejects OUR certificate just sends an alert and closes,
+# which reaches us as EPIPE/ECONNRESET (errno values as on the ESP32's lwIP/newlib) or an mbedTLS EOF/alert code.
+_EPIPE = 32  # not in MicroPython's errno module; 32 on Linux and in ESP-IDF's newlib alike
+_TLS_PEER_CLOSED = (_EPIPE, errno.ECONNRESET, errno.ECONNABORTED, -0x7280, -0x7780)  # mbedTLS EOF, fatal alert
+_TLS_REJECTED_US = ("broker closed the TLS handshake: client certificate unknown, expired or revoked? "
+                    "(or the port is not a TLS listener)")
+
+
+def describe(phase, e):
+    """A short, actionable cause for a failed connect or a lost link."""
+    if isinstance(e, MqttRefused):
+        return str(e)
+    code = getattr(e, "errno", None)
+    if code == errno.ETIMEDOUT:
+        return "no answer from the broker (timed out during %s)" % phase
+    if phase == "tls":
+        if isinstance(e, ValueError):
+            return "broker certificate not trusted (%s): wrong CA or wrong broker" % str(e).strip()
+        if code in _TLS_PEER_CLOSED:
+            return _TLS_REJECTED_US
+        return "TLS handshake failed: %r" % (e,)
+    if phase == "tcp" and code == errno.ECONNREFUSED:
+        return "nothing listens on the broker port"
+    return repr(e)
 
 
 class Transport:
@@ -48,6 +75,14 @@ class Transport:
             if time.ticks_diff(time.ticks_ms(), self.next_attempt) < 0:
                 return False
             return self._connect()
+        if self.network is not None and not self.network.up():
+            # Wi-Fi gone: the socket would only find out at the next timeout. Drop it now; records stay queued
+            # and anything in flight is retransmitted with DUP after reconnecting.
+            self.counts["network_down"] += 1
+            self.last_error = "network_down: Wi-Fi lost while connected"
+            self.link.close()
+            self._schedule_retry()
+            return False
         try:
             if self.status_pending is not None:
                 self.link.send_publish(self.status_topic, self.status_pending, 1, retain=True)
@@ -104,7 +139,7 @@ class Transport:
         phase = self.link.phase
         key = "refused" if isinstance(e, MqttRefused) else _PHASE_COUNTER.get(phase, "link_lost")
         self.counts[key] += 1
-        self.last_error = "%s during %s: %r" % (key, phase, e)
+        self.last_error = "%s during %s: %s" % (key, phase, describe(phase, e))
         self.link.close()
         self._schedule_retry()
         if self.log and not self.reported_failure and not self.ever_connected:

@@ -7,6 +7,7 @@ Modes (switch at any time with `proxy.mode = ...`):
   refuse   close every new connection at once (existing ones are dropped too)
 `drop_all()` cuts every live connection (a broker restart or Wi-Fi loss as the device sees it);
 `close_after_bytes = N` closes a connection once the client has sent N bytes (e.g. mid TLS handshake).
+`captured` holds every byte the device sent (forwarded ones), `streams` the same per connection.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class FaultProxy:
         self.connections = 0
         self.bytes_up = 0  # device -> broker
         self.captured = bytearray()  # every byte the device sent, as it went over the wire
+        self.streams: list[bytearray] = []  # the same, one entry per forwarded connection
         self._listener = socket.socket()
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind((LOOPBACK, 0))
@@ -61,6 +63,9 @@ class FaultProxy:
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         sent_up = 0
+        stream = bytearray()
+        with self._lock:
+            self.streams.append(stream)
         try:
             while not self._stop.is_set():
                 if self.mode == "refuse":
@@ -82,6 +87,7 @@ class FaultProxy:
                         sent_up += len(data)
                         self.bytes_up += len(data)
                         self.captured += data
+                        stream += data
                         upstream.sendall(data)
                     else:
                         client.sendall(data)

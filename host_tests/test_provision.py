@@ -10,8 +10,8 @@ import stat
 import subprocess
 
 import pytest
-from mqtt_peer import Peer
 
+from mqtt_peer import Peer
 from oxilink.broker import RECEIVER_CN, Mosquitto, free_port
 from oxilink.pki import CertificateAuthority, Issued
 

@@ -3,7 +3,7 @@
 # real time. Used by `make sim`, `oxilink sim` and the transport tests.
 #
 #   micropython run_device.py --board boards/sim.json --secrets secrets/devices/dev-1 [--source FILE.csv]
-#       [--speed 1] [--duration S] [--port N] [--host localhost] [--report FILE]
+#       [--speed 1] [--duration S] [--port N] [--host localhost] [--report FILE] [--batch-seconds N]
 #
 # --secrets DIR holds secrets.json and certs/{device.key.der,device.crt.der,ca.der} (oxilink provision).
 # With --duration, the device stops producing after S simulated seconds, seals its last batch, keeps
@@ -18,6 +18,7 @@ import boardconf
 import devicekeys
 import hw_unix
 from app import Device, unix_time
+from backoff import Backoff
 from log import Log
 from sim.max30102_sim import CsvSource, Max30102Sim, SimI2C, SyntheticPPG
 from sim.ramblock import RamBlockDev
@@ -27,7 +28,8 @@ from tlsconfig import client_context
 
 def parse(argv):
     opts = {"--board": "boards/sim.json", "--speed": "1", "--host": None, "--port": None, "--source": None,
-            "--duration": None, "--report": None, "--grace": "120", "--secrets": None}
+            "--duration": None, "--report": None, "--grace": "120", "--secrets": None,
+            "--batch-seconds": None}
     i = 0
     while i < len(argv):
         if argv[i] not in opts or i + 1 >= len(argv):
@@ -55,6 +57,8 @@ def main(argv):
         cfg["mqtt"]["host"] = o["--host"]
     if o["--port"]:
         cfg["mqtt"]["port"] = int(o["--port"])
+    if o["--batch-seconds"]:
+        cfg["report"]["batch_seconds"] = int(o["--batch-seconds"])
     secrets = o["--secrets"]
     keys = devicekeys.load(secrets + "/secrets.json")
     clock = ScaledClock(int(o["--speed"]))
@@ -77,6 +81,9 @@ def main(argv):
     network = hw_unix.Network()
     dev = Device(cfg, keys, bus, clock, "/flash", pin=chip.pin, ssl_context=ctx, network=network,
                  watchdog=hw_unix.Watchdog(5000, clock), hw=hw_unix, log=log, wall_clock=wall)
+    speed = int(o["--speed"])
+    if speed > 1:  # keep a board's outage-to-backoff ratio when simulated time runs faster than real time
+        dev.transport.backoff = Backoff(max(50, 1000 // speed), 60000 // speed)
     duration = int(o["--duration"]) if o["--duration"] else None
     vitals_counters = []
     state = {"producing": True, "stop_ms": None}
