@@ -44,8 +44,16 @@ _SETTLE_S = const(2)
 _MIN_INTERVALS = const(3)
 _TOLERANCE = 0.2  # an interval (or k of them) matches k periods within this fraction of a period
 _ACF_MIN_BPM = const(30)
+_ACF_FIRST_BPM = const(45)  # the first estimates after a restart cover rates down to this
 _MIN_PERIODICITY = 0.3  # autocorrelation peak (normalised) below this: no pulse, only noise
 _PEAK_SHARE = 0.8  # the shortest lag whose peak reaches this share of the highest is the period
+_PEAK_SHARE_MIN = 0.5  # autocorrelation peaks at least this share of the highest are period candidates
+_MAX_DETECTIONS = 1.5  # detections per period above which unpaired beats veto a period on its own
+_HALF_MAX = 0.0  # a period on its own needs an anti-phase autocorrelation at half of it (no octave doubt)
+_STRONG_PERIODICITY = 0.4  # periodicity this strong gives a HR on its own when the beats do not
+_MIN_DIRECT = 0.5  # below: the rhythm holds only by joining detections (a multiple of the period)
+_STEADY = 0.6  # share of the window in directly matched intervals for the median to stand on its own
+_DIRECT_MARGIN = 0.1  # candidates within this share of the best explain the beats equally well
 _MIN_KEPT = 0.6  # below: no rhythm (motion/noise)
 _REGULAR_KEPT = 0.85  # below: irregular rhythm (value still reported)
 _MIN_CORR = 0.8  # red/IR pulsatile correlation below this is motion or noise
@@ -87,6 +95,7 @@ class Vitals(vf.PulseFilter):
         self._valid_s = 0  # consecutive seconds with a finger and no restart
         self._resets = 0
         self._beat_start = 0
+        self._acf = (1, [], 1.0)  # (first lag, normalised autocorrelation per lag, samples per lag) of _periods()
         self._last_r = None  # ratio of ratios of the last reading (for calibration tools)
 
     # -- per-second ring ---------------------------------------------------------------------------------
@@ -150,16 +159,23 @@ class Vitals(vf.PulseFilter):
             pps.append(st[idx + 1])
         return ivs, pps
 
-    def _period(self):
-        """Pulse period in samples from the autocorrelation of the trailing ~6-12 s, or None if aperiodic."""
+    def _periods(self):
+        """Candidate pulse periods from the autocorrelation of the trailing ~8-12 s.
+
+        Returns (peaks, best): peaks = [(period in samples, normalised autocorrelation), ...] for every local
+        maximum that reaches _PEAK_SHARE_MIN of the highest one (shortest lag first); empty if aperiodic.
+        """
         fd = self.acf_rate
         lo = max(1, int(fd * 60 / vf.MAX_BPM))
         hi = min(lo + vf.ACF_MAX_LAGS - 1, int(fd * 60 / _ACF_MIN_BPM) + 1)
         st = self._st
-        r0 = vf.autocorrelate(st, lo, hi)
         n = min(st[vf.APOS], vf.ACF_LEN)
-        if r0 <= 0 or n < 2 * hi:
-            return None
+        hi = min(hi, n // 2)  # lags up to half the window: shorter while the ring fills after a restart
+        if hi < int(fd * 60 / _ACF_FIRST_BPM):
+            return [], 0.0
+        r0 = vf.autocorrelate(st, lo, hi)
+        if r0 <= 0:
+            return [], 0.0
         best = 0.0
         norm = []
         for lag in range(lo, hi + 1):
@@ -167,22 +183,61 @@ class Vitals(vf.PulseFilter):
             norm.append(v)
             if v > best:
                 best = v
+        self._acf = (lo, norm, self.fs / fd)
+        peaks = []
         if best < _MIN_PERIODICITY:
-            return None
+            return peaks, best
+        scale = self.fs / fd
         for i in range(1, len(norm) - 1):
             a, b, c = norm[i - 1], norm[i], norm[i + 1]
-            if b >= a and b >= c and b >= _PEAK_SHARE * best:
+            if b > a and b >= c and b >= _PEAK_SHARE_MIN * best:
                 den = a - 2 * b + c
                 off = 0.5 * (a - c) / den if den < 0 else 0.0
-                return (lo + i + off) * self.fs / fd
-        return None
+                peaks.append(((lo + i + off) * scale, b))
+        return peaks, best
+
+    def _acf_at(self, period):
+        """Normalised autocorrelation at a period in samples (linear interpolation; 0 outside the lags)."""
+        lo, norm, scale = self._acf
+        x = period / scale - lo
+        i = int(x)
+        if x < 0 or i + 1 >= len(norm):
+            return 0.0
+        return norm[i] + (x - i) * (norm[i + 1] - norm[i])
+
+    @staticmethod
+    def _count(ivs, t):
+        """(pulse periods, Q8 samples accepted, Q8 samples matched directly) of the intervals that span a whole
+        number of periods t (Q8) within the tolerance; an interval that does not (an extra detection) is joined
+        to the next one, and the joined sum is accepted but not counted as matched directly."""
+        tol = _TOLERANCE * t
+        n = 0
+        total = 0
+        single = 0
+        carry = 0
+        for iv in ivs:
+            x = carry + iv
+            k = int(x / t + 0.5)
+            if k >= 1 and abs(x - k * t) <= tol:
+                n += k
+                total += x
+                if carry == 0:
+                    single += x
+                carry = 0
+            elif x > 3.5 * t:
+                carry = 0
+            else:
+                carry = x
+        return n, total, single
 
     def _heart_rate(self):
         """(bpm or None, quality bits, median cycle amplitude in Q4).
 
-        Beat intervals give the precise rate; the autocorrelation period says how many pulse periods each
-        interval spans, so a missed beat (2 periods) or an extra one (two parts of one period) cannot halve
-        or double the rate.
+        Beat intervals give the precise rate; the autocorrelation says how many pulse periods each interval
+        spans, so a missed beat (2 periods) or an extra one (two parts of one period) cannot halve or double
+        the rate. Octave errors are resolved both ways: a period candidate too long leaves most intervals
+        unexplained, one too short has a weak autocorrelation. When the beats do not form a rhythm but the
+        periodicity is strong, the rate comes from the autocorrelation period.
         """
         st = self._st
         if st[vf.SINCE] > 3 * self.fs:
@@ -193,34 +248,52 @@ class Vitals(vf.PulseFilter):
         pps.sort()
         pp = pps[len(pps) // 2]
         srt = sorted(ivs)
-        t = srt[len(srt) // 2]
-        period = self._period()
-        if period is None:
+        med = srt[len(srt) // 2]
+        peaks, best = self._periods()
+        if not peaks:
             return None, MOTION, pp
-        p256 = period * 256
-        if 1.7 * p256 < t < 2.3 * p256:
-            t = p256  # the detector misses every other pulse: count by the autocorrelation period
-        tol = _TOLERANCE * t
-        n = 0  # pulse periods the accepted intervals span
-        total = 0
-        carry = 0
-        for iv in ivs:
-            x = carry + iv
-            k = int(x / t + 0.5)
-            if k >= 1 and abs(x - k * t) <= tol:
-                n += k
-                total += x
-                carry = 0
-            elif x > 3.5 * t:
-                carry = 0
+        # Candidate reference periods: the median interval and the clear autocorrelation peaks. Each is scored
+        # by the share of the window's time in intervals that span a whole number of its periods directly
+        # (without joining extra detections): a period too long explains the beats only by joining them.
+        # Among candidates that explain the beats about equally well (a period and its multiples or
+        # fractions), the autocorrelation decides: the shortest lag whose peak reaches _PEAK_SHARE of the best.
+        # The median counts without an autocorrelation peak only when the beats are steady on their own and the
+        # signal is not anti-phase at that lag (detections alternating between the pulse and a dicrotic wave).
+        span = sum(ivs)
+        cands = []
+        med_rho = None
+        for period, rho in peaks:
+            p256 = period * 256
+            cands.append((p256, rho, self._count(ivs, p256)))
+            if abs(med - p256) <= _TOLERANCE * p256:
+                med_rho = rho if med_rho is None or rho > med_rho else med_rho
+        c = self._count(ivs, med)
+        if med_rho is not None or (c[2] >= _STEADY * span and self._acf_at(med / 256) > 0):
+            cands.append((med, med_rho, c))
+        choice = None
+        if cands:
+            dmax = max(c[2][2] for c in cands)
+            tied = [c for c in cands if c[2][2] >= dmax - _DIRECT_MARGIN * span]
+            top = max((c[1] for c in tied if c[1] is not None), default=None)
+            if top is None:
+                choice = tied[0]
             else:
-                carry = x  # an extra detection: join it to the next interval
-        kept = total / sum(ivs)
-        if n < _MIN_INTERVALS or kept < _MIN_KEPT:
-            return None, MOTION, pp
-        bpm = 60.0 * self.fs * 256 * n / total
-        q = IRREGULAR if kept < _REGULAR_KEPT else 0
-        return bpm, q, pp
+                for c in sorted(tied, key=lambda c: c[0]):
+                    if c[1] is not None and c[1] >= _PEAK_SHARE * top:
+                        choice = c
+                        break
+        n, total, direct = choice[2]
+        kept = total / span
+        if n >= _MIN_INTERVALS and kept >= _MIN_KEPT and direct >= _MIN_DIRECT * span:
+            bpm = 60.0 * self.fs * 256 * n / total
+            return bpm, (IRREGULAR if kept < _REGULAR_KEPT else 0), pp
+        paired = n >= _MIN_INTERVALS and kept >= _MIN_KEPT  # the detections add up to whole periods
+        if not paired and choice[0] * len(ivs) > _MAX_DETECTIONS * span:
+            return None, MOTION, pp  # beats come faster than the period but do not add up to it: not its multiple
+        strong = _STRONG_PERIODICITY
+        if choice[1] is not None and choice[1] >= strong and self._acf_at(choice[0] / 512) <= _HALF_MAX:
+            return 60.0 * self.fs * 256 / choice[0], IRREGULAR, pp
+        return None, MOTION, pp
 
     # -- SpO2 from the ratio of ratios -------------------------------------------------------------------
 

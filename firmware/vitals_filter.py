@@ -19,6 +19,8 @@
 #   AC products: bp >> shift (shift chosen per second so |value| < 512, clamped to +-1023),
 #            products < 2**20, per-second sums over <= 400 samples < 2**28.7
 #   per-second sums of raw counts: <= 400 * 2**18 < 2**26.7
+#   autocorrelate(): sum of |ring| <= 256 * 2**14 = 2**22 (times _ACF_CLIP = 2: 2**23); winsorised values
+#            scaled to |v| < 1024, products < 2**20, sums over <= 256 lags' overlap < 2**28
 import micropython
 from array import array
 from micropython import const
@@ -94,7 +96,9 @@ APOS = const(57)  # samples written to ACF_RING (wraps at 2**30)
 _H30 = const(58)  # holds 2**30 for the sign extension
 _SLOPE_RING = const(544)  # the last 32 pulse-up samples, for the slope
 _SPOS = const(59)
-_STATE_LEN = const(576)
+_ACF_TMP = const(576)  # the window, winsorised and scaled, for autocorrelate()
+_ACF_CLIP = const(2)
+_STATE_LEN = const(832)
 
 MAX_BPM = const(220)
 MIN_BPM = const(25)
@@ -273,8 +277,9 @@ class PulseFilter:
         if since > maxi:
             s[_LASTOK] = 0  # no beat for too long: the next one starts a new interval
             since = maxi
-        if since > (((int(s[_DECAY_AFTER]) + h30) & m31) - h30):
-            amp -= amp >> (((int(s[_KDECAY]) + h30) & m31) - h30)  # beats are being missed: lower the threshold
+        if since >= (((int(s[_DECAY_AFTER]) + h30) & m31) - h30):
+            # beats are being missed: lower the threshold (>=: since is held at MAXI, the longest DECAY_AFTER)
+            amp -= amp >> (((int(s[_KDECAY]) + h30) & m31) - h30)
             s[AMP] = amp
         s[SINCE] = since
         thr = amp >> 1
@@ -329,33 +334,52 @@ class PulseFilter:
 def autocorrelate(st, lo: int, hi: int) -> int:
     """Autocorrelation of the decimated ring for lags lo..hi into st[ACF_OUT + lag - lo]; returns r(0).
 
-    Values are scaled to |v| < 1024 first, so every product is < 2**20 and every sum < 2**28.
+    The window is winsorised first at _ACF_CLIP x its robust mean |v| (the mean of |v| clipped at _ACF_CLIP x
+    the plain mean), so a motion spike cannot dominate it, then scaled to |v| < 1024 into st[_ACF_TMP...]:
+    sum |v| < 256 * 2**14 = 2**22, every product is < 2**20 and every sum < 2**28.
     """
     s = ptr32(st)
     h30 = int(s[_H30])
     m31 = (h30 << 1) - 1
     pos = (((int(s[APOS]) + h30) & m31) - h30)
     n = pos if pos < ACF_LEN else ACF_LEN
-    mx = 0
+    # Winsorise at _ACF_CLIP x the mean |v| so a motion spike cannot dominate the window's autocorrelation.
+    sa = 0
+    for i in range(n):
+        v = (((int(s[ACF_RING + i]) + h30) & m31) - h30)
+        sa += v if v >= 0 else 0 - v
+    nn = n if n > 0 else 1
+    mx = (sa * _ACF_CLIP) // nn
+    # second pass: the mean |v| of the values clipped at the first level, so the spike's own share drops out
+    sa = 0
     for i in range(n):
         v = (((int(s[ACF_RING + i]) + h30) & m31) - h30)
         if v < 0:
             v = 0 - v
-        if v > mx:
-            mx = v
+        sa += v if v < mx else mx
+    mx = (sa * _ACF_CLIP) // nn
+    if mx < 1:
+        mx = 1
     sh = 0
     while (mx >> sh) > 1023:
         sh += 1
     first = pos - n
+    for j in range(first, pos):
+        v = (((int(s[ACF_RING + (j & _ACF_MASK)]) + h30) & m31) - h30)
+        if v > mx:
+            v = mx
+        elif v < 0 - mx:
+            v = 0 - mx
+        s[_ACF_TMP + (j & _ACF_MASK)] = v >> sh
     r0 = 0
     for j in range(first, pos):
-        v = (((int(s[ACF_RING + (j & _ACF_MASK)]) + h30) & m31) - h30) >> sh
+        v = (((int(s[_ACF_TMP + (j & _ACF_MASK)]) + h30) & m31) - h30)
         r0 += v * v
     if hi - lo >= ACF_MAX_LAGS:
         hi = lo + ACF_MAX_LAGS - 1
     for lag in range(lo, hi + 1):
         r = 0
         for j in range(first + lag, pos):
-            r += ((((int(s[ACF_RING + (j & _ACF_MASK)]) + h30) & m31) - h30) >> sh) * ((((int(s[ACF_RING + ((j - lag) & _ACF_MASK)]) + h30) & m31) - h30) >> sh)
+            r += ((((int(s[_ACF_TMP + (j & _ACF_MASK)]) + h30) & m31) - h30)) * ((((int(s[_ACF_TMP + ((j - lag) & _ACF_MASK)]) + h30) & m31) - h30))
         s[ACF_OUT + lag - lo] = r
     return r0

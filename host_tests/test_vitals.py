@@ -126,3 +126,70 @@ after_hour = gc.mem_alloc()
 report(minute=after_minute, hour=after_hour, hr=v.reading()[0])
 """, heapsize="100K", timeout=600)
     assert abs(r["hour"] - r["minute"]) <= 256, r
+
+
+def test_a_large_first_transient_does_not_blind_the_beat_detector(mp):
+    # A camera settling (or a finger pressed hard) gives one huge swing first; the slope threshold it leaves
+    # behind must decay so that the normal pulses that follow are found.
+    r = mp.json(GEN + """
+from mptest import report
+v = vitals.Vitals(30)
+out = []
+for n in range(30 * 3):  # a slow 20000-count settling swing, below the restart jump
+    ir = 100000 + int(20000 * math.sin(math.pi * n / 30))
+    if v.push(80000 + (ir - 100000) * 8 // 10, ir):
+        out.append(v.reading())
+out += feed(v, 30, 30, 72, ac=300)
+report(hr=[o[0] for o in out])
+""")
+    tail = r["hr"][-15:]
+    assert all(h is not None and abs(h / 10 - 72) <= 1.5 for h in tail), r["hr"]
+
+
+def _alternating(fs, bpm, seconds, ac_a, ac_b, extra=""):
+    return GEN + f"""
+from mptest import report
+fs = {fs}
+v = vitals.Vitals(fs)
+step = int({bpm} * 65536 / 60 / fs)
+ph = 0
+out = []
+for n in range(fs * {seconds}):
+    a = {ac_a} if (ph >> 16) & 1 == 0 else {ac_b}
+    p = TABLE[(ph >> 8) & 255]
+    {extra}
+    if v.push(80000 - p * a // 2000, 100000 - p * a // 1000):
+        out.append(v.reading())
+    ph += step
+report(hr=[o[0] for o in out], q=[o[3] for o in out])
+"""
+
+
+def test_alternating_pulse_amplitudes_do_not_halve_the_rate(mp):
+    # Pulsus alternans: every other pulse is half as large, so the autocorrelation repeats over two beats.
+    # The beats are steady and every one is found: the rate is the beat rate, not half of it.
+    r = mp.json(_alternating(100, 90, 40, 400, 200))
+    tail = r["hr"][-20:]
+    assert all(h is not None and abs(h / 10 - 90) <= 1.5 for h in tail), r
+
+
+def test_a_strong_dicrotic_wave_does_not_double_the_rate(mp):
+    # A second wave 0.4 times the pulse, 0.6 of a period later: the detector fires on both. The
+    # autocorrelation (anti-phase at half the period) says which is the pulse period.
+    r = mp.json(GEN + """
+from mptest import report
+fs = 30
+v = vitals.Vitals(fs)
+step = int(52 * 65536 / 60 / fs)
+ph = 0
+out = []
+for n in range(fs * 60):
+    p = TABLE[(ph >> 8) & 255] + 4 * TABLE[((ph >> 8) + 150) & 255] // 10
+    if v.push(80000 - p * 300 // 2000, 100000 - p * 300 // 1000):
+        out.append(v.reading())
+    ph += step
+report(hr=[o[0] for o in out])
+""")
+    reported = [h for h in r["hr"][10:] if h is not None]
+    assert len(reported) >= 40, r["hr"]
+    assert all(abs(h / 10 - 52) <= 2.0 for h in reported), reported
