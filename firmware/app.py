@@ -70,7 +70,7 @@ class Device:
         self.link = MqttLink(keys.device_id, m["host"], m["port"], ssl_context=None if self.insecure else ssl_context,
                              keepalive=m["keepalive_s"], idle=self.service_sensor)
         self.transport = Transport(self.link, self.queue, keys.device_id, network=network, log=log)
-        self.transport.on_connect = self._on_connect
+        self.transport.on_connect = self._queue_status
         self.status_every_ms = report["status_interval_s"] * 1000
         self.last_status_ms = self.started_ms
         self.last_drain_ms = self.started_ms
@@ -157,7 +157,8 @@ class Device:
                                                     insecure=self.insecure))
         self.link.set_last_will(self.transport.status_topic, offline, retain=True, qos=1)
 
-    def _on_connect(self, transport):
+    def _queue_status(self, transport):
+        """A fresh sealed status (retained), sent on every connect and every status_interval_s."""
         transport.status_pending = self._sealed_status(self.status())
         self.last_status_ms = self.clock.ticks_ms()
 
@@ -168,7 +169,7 @@ class Device:
         self.service_sensor()
         now = self.clock.ticks_ms()
         if self.transport.up and self.clock.ticks_diff(now, self.last_status_ms) >= self.status_every_ms:
-            self._on_connect(self.transport)
+            self._queue_status(self.transport)
         was_up = self.transport.up
         self.transport.step()
         if was_up and not self.transport.up:
