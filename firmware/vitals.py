@@ -57,6 +57,8 @@ _DIRECT_MARGIN = 0.1  # candidates within this share of the best explain the bea
 _MIN_KEPT = 0.6  # below: no rhythm (motion/noise)
 _REGULAR_KEPT = 0.85  # below: irregular rhythm (value still reported)
 _MIN_CORR = 0.8  # red/IR pulsatile correlation below this is motion or noise
+_REFR_SHARE = 0.6  # no beat sooner than this share of a clear autocorrelation period (dicrotic waves)
+_REFR_RHO = 0.5  # autocorrelation peak needed for the period to set the refractory
 _SWAP_R = 1.8  # ratio of ratios above this looks like red and IR swapped (SpO2 would read < ~65 %)
 
 
@@ -97,6 +99,7 @@ class Vitals(vf.PulseFilter):
         self._beat_start = 0
         self._acf = (1, [], 1.0)  # (first lag, normalised autocorrelation per lag, samples per lag) of _periods()
         self._last_r = None  # ratio of ratios of the last reading (for calibration tools)
+        self._refr0 = self._st[vf.REFR]
 
     # -- per-second ring ---------------------------------------------------------------------------------
 
@@ -230,6 +233,20 @@ class Vitals(vf.PulseFilter):
                 carry = x
         return n, total, single
 
+    def _set_refractory(self, peaks, best):
+        """Hold off the beat detector for _REFR_SHARE of the pulse period when the autocorrelation shows it
+        clearly (the shortest peak reaching _PEAK_SHARE of the highest, >= _REFR_RHO, anti-phase at half of
+        it: not a multiple of the true period), so a dicrotic wave rising through the slope threshold is not a
+        second beat. The autocorrelation does not depend on the detections, so there is no feedback loop."""
+        refr = self._refr0
+        if best >= _REFR_RHO:
+            for period, rho in peaks:
+                if rho >= _PEAK_SHARE * best:
+                    if self._acf_at(period / 2) <= _HALF_MAX:
+                        refr = max(refr, int(_REFR_SHARE * period))
+                    break
+        self._st[vf.REFR] = refr
+
     def _heart_rate(self):
         """(bpm or None, quality bits, median cycle amplitude in Q4).
 
@@ -240,6 +257,7 @@ class Vitals(vf.PulseFilter):
         periodicity is strong, the rate comes from the autocorrelation period.
         """
         st = self._st
+        st[vf.REFR] = self._refr0
         if st[vf.SINCE] > 3 * self.fs:
             return None, MOTION, 0
         ivs, pps = self._intervals()
@@ -250,6 +268,7 @@ class Vitals(vf.PulseFilter):
         srt = sorted(ivs)
         med = srt[len(srt) // 2]
         peaks, best = self._periods()
+        self._set_refractory(peaks, best)
         if not peaks:
             return None, MOTION, pp
         # Candidate reference periods: the median interval and the clear autocorrelation peaks. Each is scored

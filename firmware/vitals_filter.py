@@ -37,7 +37,7 @@ _KDC = const(0)
 _ALP = const(1)
 _AHP = const(2)
 _FS = const(3)
-_REFR = const(4)
+REFR = const(4)  # refractory in samples: 60/220 s, raised by the per-second stage when the period is clear
 _MAXI = const(5)
 SHIFT = const(6)
 _KDECAY = const(7)
@@ -133,7 +133,7 @@ class PulseFilter:
         st[_ALP] = _alpha_q10(fs, self.LP_HZ)
         st[_AHP] = _alpha_q10(fs, self.HP_HZ)
         st[_FS] = fs
-        st[_REFR] = (60 * fs) // MAX_BPM
+        st[REFR] = (60 * fs) // MAX_BPM
         st[_MAXI] = (60 * fs) // MIN_BPM
         st[_KDECAY] = max(1, _shift_for(fs, 0.3))
         st[_DECAY_AFTER] = st[_MAXI]
@@ -239,10 +239,11 @@ class PulseFilter:
         if mag > (((int(s[ACC + S_MAX_RED]) + h30) & m31) - h30):
             s[ACC + S_MAX_RED] = mag
         # Beat detection on the slope of the pulse-up signal: a beat is the moment the systolic upstroke's
-        # slope rises through half the slope of recent upstrokes (interpolated to 1/256 sample), while the
-        # signal is still low (below a quarter of the last pulse height above its mean: a dicrotic wave
-        # rises from higher up). Slope detection is
-        # insensitive to baseline wander; the threshold follows the amplitude both ways.
+        # slope rises through 5/8 of the slope of recent upstrokes (interpolated to 1/256 sample), while the
+        # signal is still low (below half the last pulse height above its mean: a dicrotic wave rises from
+        # higher up) and at least REFR samples after the last beat (60/220 s, or 0.6 of the pulse period when
+        # the per-second stage sees it clearly). Slope detection is insensitive to baseline wander; the
+        # threshold follows the amplitude both ways.
         sd = 0 - bp_ir
         dec = (((int(s[_DEC]) + h30) & m31) - h30)
         dn = (((int(s[_DCNT]) + h30) & m31) - h30) + 1
@@ -282,13 +283,13 @@ class PulseFilter:
             amp -= amp >> (((int(s[_KDECAY]) + h30) & m31) - h30)
             s[AMP] = amp
         s[SINCE] = since
-        thr = amp >> 1
+        thr = (amp >> 1) + (amp >> 3)  # 5/8: a dicrotic upstroke is flatter than the systolic one
         if thr < _THR_FLOOR:
             thr = _THR_FLOOR
         if (((int(s[_ARMED]) + h30) & m31) - h30) == 0:
             if d <= 0:
                 s[_ARMED] = 1  # past the systolic peak
-        elif d >= thr and prev_d < thr and sd < ((((int(s[_PPL]) + h30) & m31) - h30) >> 1) and since >= (((int(s[_REFR]) + h30) & m31) - h30):
+        elif d >= thr and prev_d < thr and sd < ((((int(s[_PPL]) + h30) & m31) - h30) >> 1) and since >= (((int(s[REFR]) + h30) & m31) - h30):
             frac = ((thr - prev_d) << 8) // (d - prev_d)
             pp = (((int(s[_SMAX]) + h30) & m31) - h30) - (((int(s[_SMIN]) + h30) & m31) - h30)
             s[_PPL] = pp
