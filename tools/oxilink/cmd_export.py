@@ -57,5 +57,5 @@ def do_export(args: argparse.Namespace) -> int:
         store.close()
     setup.open_audit(args, "export").append(
         "export", format=args.format, device=args.device, since=since, until=until,
-        output=str(args.output) if args.output else "stdout", db=str(args.db), **what)
+        output=str(args.output) if args.output else "stdout", db=setup.db_label(args.db), **what)
     return 0

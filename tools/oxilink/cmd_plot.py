@@ -39,6 +39,6 @@ def do_plot(args: argparse.Namespace) -> int:
         print(f"oxilink plot: no readings for {args.device} in that period", file=sys.stderr)
         return 1
     setup.open_audit(args, "plot").append("export", format="png", device=args.device, since=since, until=until,
-                                          output=str(args.output), rows=n, db=str(args.db))
+                                          output=str(args.output), rows=n, db=setup.db_label(args.db))
     print(f"{args.output}: {n} readings")
     return 0

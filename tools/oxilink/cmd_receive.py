@@ -62,8 +62,8 @@ def do_receive(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop.set())
     audit.append("receiver_started", broker=args.broker, client_id=broker.client_id, group=args.group,
-                 topics=broker.topics(), db=str(args.db), registry=str(args.registry))
-    log.info("receiving from %s into %s", args.broker, args.db)
+                 topics=broker.topics(), db=setup.db_label(args.db), registry=str(args.registry))
+    log.info("receiving from %s into %s", args.broker, setup.db_label(args.db))
     try:
         receiver.run(stop)
     finally:

@@ -26,6 +26,20 @@ def add_registry(p: argparse.ArgumentParser) -> None:
                    help=f"device registry (default {DEFAULT_REGISTRY})")
 
 
+def db_label(db: str | Path) -> str:
+    """The database as it may appear in logs and the audit trail: a URL's password is never recorded."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    text = str(db)
+    if "://" not in text:
+        return text
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def open_db(args: argparse.Namespace, **kw) -> Store:
     return open_store(args.db, **kw)
 

@@ -207,5 +207,9 @@ def open_store(url: str | Path, *, synchronous: str = "FULL", migrate: bool = Tr
     else:
         store = SQLiteStore(Path(text.removeprefix("sqlite://")), synchronous=synchronous)
     if migrate:
-        store.migrate()
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()  # e.g. a database newer than this code: refused, and not left open
+            raise
     return store

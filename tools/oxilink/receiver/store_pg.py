@@ -1,13 +1,18 @@
 """The PostgreSQL backend: the same Store interface and schema as store.py, for deployments where several
 receivers (a shared-subscription group) write one database.
 
-Needs psycopg 3 (`psycopg[binary]`), which is not in the default pins: see docs/receiver.md. Uniqueness of
+Needs psycopg 3 (`psycopg[binary]`, pinned in tools/requirements.lock): see docs/receiver.md. Uniqueness of
 (device, counter) is enforced by the primary key, so receivers need no coordination between them; schema
 migrations take a transaction-level advisory lock so two receivers starting together migrate once.
+
+The connection runs in autocommit: a query outside write() and migrate() holds no transaction open between
+calls. write() is one explicit transaction, committed (and so durable) when it returns. readings() streams
+through a server-side cursor inside a read transaction that lasts while the iterator is consumed.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator, Sequence
 
@@ -27,6 +32,12 @@ PG_MIGRATIONS: list[tuple[int, str, list[str]]] = [
              PRIMARY KEY (device, counter, "offset"))""",
         "CREATE INDEX messages_by_time ON messages (device, start)",
     ]),
+    # SQLite compares TEXT byte by byte; PostgreSQL by the database's locale (en_US.UTF-8 puts "dev_c" before
+    # "Dev-B"). Device order in devices() and readings() must not depend on how the database was created.
+    (2, "device ids compare bytewise (COLLATE \"C\"), as in SQLite", [
+        'ALTER TABLE messages ALTER COLUMN device TYPE TEXT COLLATE "C"',
+        'ALTER TABLE readings ALTER COLUMN device TYPE TEXT COLLATE "C"',
+    ]),
 ]
 _MIGRATION_LOCK = 0x6F786C6B  # "oxlk"
 
@@ -39,17 +50,17 @@ class PostgresStore:
             raise RuntimeError("PostgreSQL needs psycopg: pip install 'psycopg[binary]==3.3.9' "
                                "(see docs/receiver.md)") from e
         self.url = url
-        self.db = psycopg.connect(url, autocommit=False)
+        self.db = psycopg.connect(url, autocommit=True)
+        self._idle = psycopg.pq.TransactionStatus.IDLE
+        self._cursor_names = itertools.count(1)
 
     def schema_version(self) -> int:
-        with self.db.cursor() as cur:
-            cur.execute("SELECT to_regclass('schema_migrations')")
-            if cur.fetchone()[0] is None:
-                return 0
-            cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            return cur.fetchone()[0]
+        if self.db.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None:
+            return 0
+        return self.db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
 
     def migrate(self) -> int:
+        """Applies the missing migrations in one transaction, under an advisory lock; returns the version."""
         with self.db.transaction(), self.db.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
@@ -61,56 +72,57 @@ class PostgresStore:
                         cur.execute(sql)
                     cur.execute("INSERT INTO schema_migrations VALUES (%s, %s, %s)",
                                 (version, description, time.time()))
-        self.db.commit()
+        latest = PG_MIGRATIONS[-1][0]
         version = self.schema_version()
-        self.db.commit()
-        if version > PG_MIGRATIONS[-1][0]:
-            raise RuntimeError(f"schema version {version} is newer than this oxilink ({PG_MIGRATIONS[-1][0]})")
+        if version > latest:
+            raise RuntimeError(f"{self.db.info.dbname}: schema version {version} is newer than this oxilink "
+                               f"({latest})")
         return version
 
     def write(self, messages: Sequence[Accepted]) -> list[bool]:
-        fresh: list[bool] = []
+        if self.db.info.transaction_status != self._idle:
+            # Inside another transaction (a readings() iteration) this would only be a savepoint: not durable
+            # on return, which is what the receiver acks on.
+            raise RuntimeError("PostgresStore.write() while a transaction is open on this connection "
+                               "(finish or close the readings() iterator first)")
+        fresh = [False] * len(messages)
         rows: list[tuple] = []
+        # Inserted in key order: two receivers handed overlapping batches (a re-delivery to another member of
+        # the group) then wait on each other's rows in the same order instead of deadlocking. The sort is
+        # stable, so of two copies in one batch the first is the one stored, as in SQLite.
+        order = sorted(range(len(messages)), key=lambda i: (messages[i].device, messages[i].counter))
         with self.db.transaction(), self.db.cursor() as cur:
-            for m in messages:
+            for i in order:
                 cur.execute("INSERT INTO messages VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-                            "ON CONFLICT DO NOTHING", message_row(m))
-                fresh.append(cur.rowcount == 1)
-                if fresh[-1]:
-                    rows += reading_rows(m)
+                            "ON CONFLICT DO NOTHING", message_row(messages[i]))
+                fresh[i] = cur.rowcount == 1
+                if fresh[i]:
+                    rows += reading_rows(messages[i])
             if rows:
                 cur.executemany("INSERT INTO readings VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", rows)
-        self.db.commit()
         return fresh
 
     def high_counter(self, device: str) -> int | None:
-        with self.db.cursor() as cur:
-            cur.execute("SELECT MAX(counter) FROM messages WHERE device = %s", (device,))
-            value = cur.fetchone()[0]
-        self.db.commit()
-        return value
+        return self.db.execute("SELECT MAX(counter) FROM messages WHERE device = %s", (device,)).fetchone()[0]
 
     def readings(self, device: str | None = None, since: float | None = None,
                  until: float | None = None) -> Iterator[Reading]:
+        """Streams (a server-side cursor, 2,000 rows a round trip): an export of a month of a ward's readings
+        does not have to fit in memory. Closing the iterator early ends its read transaction."""
         sql, args = readings_query(device, since, until, "%s")
-        with self.db.cursor() as cur:
+        name = f"oxilink_readings_{next(self._cursor_names)}"
+        with self.db.transaction(), self.db.cursor(name=name) as cur:
+            cur.itersize = 2000
             cur.execute(sql, args)
             for row in cur:
                 yield Reading(*row)
-        self.db.commit()
 
     def devices(self) -> list[str]:
-        with self.db.cursor() as cur:
-            cur.execute("SELECT DISTINCT device FROM messages ORDER BY device")
-            out = [r[0] for r in cur]
-        self.db.commit()
-        return out
+        return [r[0] for r in self.db.execute("SELECT DISTINCT device FROM messages ORDER BY device")]
 
     def counts(self) -> dict[str, int]:
-        with self.db.cursor() as cur:
-            cur.execute("SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM readings)")
-            messages, readings = cur.fetchone()
-        self.db.commit()
+        messages, readings = self.db.execute(
+            "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM readings)").fetchone()
         return {"messages": messages, "readings": readings}
 
     def close(self) -> None:
