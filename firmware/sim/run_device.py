@@ -14,9 +14,8 @@ import time
 
 import vfs
 
-import boardconf
-import devicekeys
 import hw_unix
+import startup
 from app import Device, unix_time
 from backoff import Backoff
 from log import Log
@@ -42,25 +41,20 @@ def parse(argv):
     return opts
 
 
-def read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        raise SystemExit("%s: missing (run `oxilink provision`)" % path)
-
-
 def main(argv):
     o = parse(argv)
-    cfg = boardconf.load(o["--board"])
+    secrets = o["--secrets"]
+    # the same boot code as a board's main.py: board file, secrets, provisioned broker, certificates
+    cfg = startup.load_board(o["--board"])
+    keys, _ssid, _password, broker = startup.load_secrets(secrets + "/secrets.json")
+    startup.apply_broker(cfg, broker)
+    key_der, cert_der, ca_der = startup.load_certs(secrets + "/certs")
     if o["--host"]:
         cfg["mqtt"]["host"] = o["--host"]
     if o["--port"]:
         cfg["mqtt"]["port"] = int(o["--port"])
     if o["--batch-seconds"]:
         cfg["report"]["batch_seconds"] = int(o["--batch-seconds"])
-    secrets = o["--secrets"]
-    keys = devicekeys.load(secrets + "/secrets.json")
     clock = ScaledClock(int(o["--speed"]))
     start_wall = unix_time()
 
@@ -75,8 +69,7 @@ def main(argv):
     vfs.VfsLfs2.mkfs(bd)
     vfs.mount(vfs.VfsLfs2(bd), "/flash")
     cfg["queue"]["path"] = "/flash" + cfg["queue"]["path"]
-    ctx = client_context(read(secrets + "/certs/device.key.der"), read(secrets + "/certs/device.crt.der"),
-                         read(secrets + "/certs/ca.der"))
+    ctx = client_context(key_der, cert_der, ca_der)
     log = Log(keys.device_id)
     network = hw_unix.Network()
     dev = Device(cfg, keys, bus, clock, "/flash", pin=chip.pin, ssl_context=ctx, network=network,
@@ -133,4 +126,9 @@ def main(argv):
     return 0 if dev.queue.depth() == 0 or duration is None else 1
 
 
-sys.exit(main(sys.argv[1:]))
+try:
+    code = main(sys.argv[1:])
+except ValueError as e:  # board file, secrets, certificates: the message names the file and the field
+    print("run_device: %s" % e)
+    code = 2
+sys.exit(code)
