@@ -146,7 +146,7 @@ class Device:
             hw.reset_cause() if hw else "unknown", hw.free_heap() if hw else 0, self.queue.depth(),
             self.queue.stats()["dropped"] + self.queue_full_drops, self.acq.lost, t["reconnects"],
             t["tls_failures"], rssi=self.transport.network.rssi() if self.transport.network else None,
-            insecure=self.insecure, time_s=self.wall_clock() or None)
+            insecure=self.insecure, time_s=self.wall_clock() or None, sensor_errors=self.sensor_errors)
 
     def _sealed_status(self, payload):
         return bytes(self.sealer.seal(self.transport.status_topic, payload))

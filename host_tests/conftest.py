@@ -104,6 +104,15 @@ def broker(pki, tmp_path):
         yield b
 
 
+@pytest.fixture
+def plain_broker(pki, tmp_path):
+    """Mosquitto with, besides the TLS listener, a plain listener (plain_port) for boards with mqtt.tls false."""
+    from oxilink.broker import Mosquitto, free_port
+
+    with Mosquitto(tmp_path / "plain-broker", pki, plain_port=free_port()) as b:
+        yield b
+
+
 def write_der(folder: Path, issued, ca) -> list[str]:
     """A device's TLS material as a board holds it (DER): k.der, c.der, ca.der in folder; returns the paths."""
     out = []

@@ -33,6 +33,15 @@ class Peer:
     def get(self, timeout: float = 5.0):
         return self.messages.get(timeout=timeout)
 
+    def drain(self, quiet: float = 1.0) -> list[tuple[str, bytes, bool]]:
+        """Every message received until none arrives for `quiet` seconds."""
+        out = []
+        while True:
+            try:
+                out.append(self.messages.get(timeout=quiet))
+            except queue.Empty:
+                return out
+
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()

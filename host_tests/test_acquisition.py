@@ -12,13 +12,7 @@ import micropython
 from mptest import report
 
 
-def no_alloc(fn):
-    # Like mptest.check_no_alloc, without its fn(*args) call, which itself allocates on MicroPython.
-    micropython.heap_lock()
-    try:
-        return fn()
-    finally:
-        micropython.heap_unlock()
+from mptest import check_no_alloc as no_alloc
 from sim.vclock import VirtualClock
 from sim.max30102_sim import SimI2C, Max30102Sim, SyntheticPPG, NACK
 from max30102 import Max30102

@@ -16,7 +16,7 @@ from devicerun import DeviceProcess
 from faultproxy import FaultProxy
 
 from mqtt_peer import Peer
-from oxilink.broker import RECEIVER_CN, Mosquitto, free_port
+from oxilink.broker import RECEIVER_CN
 from oxilink.provision import provision_device
 from oxilink.sealed import SealError, decode_batch, decode_status, open_encrypt0
 
@@ -76,12 +76,6 @@ def parse_publish(flags: int, body: bytes) -> tuple[str, bytes]:
     if flags & 0x06:
         at += 2  # packet id
     return topic.decode(), body[at:]
-
-
-@pytest.fixture
-def plain_broker(tmp_path, pki):
-    with Mosquitto(tmp_path / "plain-broker", pki, plain_port=free_port()) as b:
-        yield b
 
 
 def test_every_byte_the_device_sends_is_sealed(tmp_path, plain_broker, pki, secrets_root):

@@ -9,7 +9,6 @@ retransmissions, and the chip's overflow count stays 0 throughout."""
 from __future__ import annotations
 
 import json
-import queue
 import subprocess
 import threading
 import time
@@ -35,15 +34,6 @@ def start_device(identity, port, sim_seconds, speed, extra=()):
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=paths.ROOT)
 
 
-def drain_messages(peer, seconds=3.0):
-    out = []
-    while True:
-        try:
-            out.append(peer.get(timeout=seconds))
-        except queue.Empty:
-            return out
-
-
 def test_ten_minutes_with_outage_and_stall_lose_nothing(broker, pki, secrets_root):
     ident = provision_device("dev-e2e", root=secrets_root)
     keys = lambda kid: [(ident.key, ident.base_iv)] if kid == ident.kid else []  # noqa: E731
@@ -67,7 +57,7 @@ def test_ten_minutes_with_outage_and_stall_lose_nothing(broker, pki, secrets_roo
         out, _ = device.communicate(timeout=SIM_SECONDS / SPEED + 180)
     finally:
         proxy.close()
-    messages = drain_messages(peer)
+    messages = peer.drain(3.0)
     peer.close()
     assert device.returncode == 0, out[-3000:]
     report = json.loads(out.strip().splitlines()[-1])

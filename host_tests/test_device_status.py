@@ -5,17 +5,15 @@ log, the `insecure` flag in every status)."""
 
 from __future__ import annotations
 
-import queue
 import re
 import time
 
-import pytest
 from devicerun import DeviceProcess
 from faultproxy import FaultProxy
 
 from mqtt_peer import Peer
 from oxilink import paths
-from oxilink.broker import RECEIVER_CN, Mosquitto, free_port
+from oxilink.broker import RECEIVER_CN
 from oxilink.provision import provision_device
 from oxilink.sealed import decode_batch, decode_status, open_encrypt0
 
@@ -46,15 +44,6 @@ say("report", d.report())
 d.wait_for("done")
 say("bye", {})
 """
-
-
-def collect(peer: Peer, quiet: float = 1.0) -> list[tuple[str, bytes, bool]]:
-    out = []
-    while True:
-        try:
-            out.append(peer.get(timeout=quiet))
-        except queue.Empty:
-            return out
 
 
 def opened_statuses(messages, ident):
@@ -104,7 +93,7 @@ def test_status_on_connect_and_last_will(tmp_path, broker, pki, secrets_root):
         dev.signal("dropped")
         second = dev.expect("on_connect")
         report = dev.expect("report")
-        live = opened_statuses(collect(peer), ident)
+        live = opened_statuses(peer.drain(), ident)
         # the last status is retained: a receiver that subscribes later gets it at once
         late = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
         late.subscribe("oxilink/dev-status/status")
@@ -112,7 +101,7 @@ def test_status_on_connect_and_last_will(tmp_path, broker, pki, secrets_root):
         late.close()
         dev.signal("done")
         dev.finish(tag="bye")  # the process ends without DISCONNECT: the broker publishes the will again
-        after_exit = opened_statuses(collect(peer), ident)
+        after_exit = opened_statuses(peer.drain(), ident)
     finally:
         dev.kill()
         proxy.close()
@@ -143,12 +132,6 @@ say("report", d.report())
 """
 
 
-@pytest.fixture
-def plain_broker(tmp_path, pki):
-    with Mosquitto(tmp_path / "plain-broker", pki, plain_port=free_port()) as b:
-        yield b
-
-
 def test_plain_tcp_only_when_the_board_says_so_and_loudly(tmp_path, plain_broker, pki, secrets_root):
     ident = provision_device("dev-plain", root=secrets_root)
     peer = Peer(plain_broker, pki.issue(RECEIVER_CN), pki.cert_path)  # the receiver still uses TLS
@@ -159,7 +142,7 @@ def test_plain_tcp_only_when_the_board_says_so_and_loudly(tmp_path, plain_broker
         report = dev.finish()
     finally:
         dev.kill()
-    statuses = opened_statuses(collect(peer), ident)
+    statuses = opened_statuses(peer.drain(), ident)
     peer.close()
     warnings = [line for line in dev.lines if " WARNING " in line]
     assert len(warnings) == 1 and "NOT encrypted" in warnings[0], dev.output[-2000:]

@@ -15,6 +15,7 @@ from devicerun import DeviceProcess
 from faultproxy import FaultProxy
 
 from oxilink.provision import provision_device
+from oxilink.sealed import decode_status
 
 WATCHDOG_MS = 5000
 
@@ -53,6 +54,8 @@ def test_stuck_sensor_stops_feeding(tmp_path, broker, secrets_root, fault):
     assert healthy["healthy"] and healthy["watchdog_feeds"] > 0 and not healthy["watchdog_expired"]
     assert not stuck["sensor_ok"] and not stuck["healthy"]
     assert stuck["sensor_errors"] >= 2  # the first failure, then recovery attempts about once a second
+    status = decode_status(bytes.fromhex(stuck["status_hex"]))
+    assert status["sensor_errors"] == stuck["sensor_errors"]  # the fault reaches the status report
     assert stuck["watchdog_feeds"] == stuck["feeds_at_fault"]  # not a single feed once the fault was seen
     assert stuck["watchdog_expired"]  # a real WDT would have reset the board
     assert stuck["transport"]["up"]  # the network side carried on: it is not what the watchdog watches

@@ -9,12 +9,7 @@ from sim.max30102_sim import SimI2C, Max30102Sim, SyntheticPPG, NACK, STUCK
 from max30102 import Max30102
 
 
-def no_alloc(fn):
-    micropython.heap_lock()
-    try:
-        return fn()
-    finally:
-        micropython.heap_unlock()
+from mptest import check_no_alloc as no_alloc
 
 
 def rig(part_id=0x15, swapped_leds=False, **cfg):

@@ -10,12 +10,7 @@ from sim.max30102_sim import SimI2C, Max30102Sim, SyntheticPPG, CsvSource, NACK,
 A = 0x57
 
 
-def no_alloc(fn):
-    micropython.heap_lock()
-    try:
-        return fn()
-    finally:
-        micropython.heap_unlock()
+from mptest import check_no_alloc as no_alloc
 
 
 def rig(**kw):

@@ -13,7 +13,6 @@ test_flashqueue*); here the test swaps the TLS context in place, which exercises
 from __future__ import annotations
 
 import datetime as dt
-import queue
 
 import pytest
 from devicerun import DeviceProcess
@@ -40,15 +39,6 @@ if d.opts.get("reprovision"):
 d.run_until(lambda: t.up and d.drained(), 40)
 say("report", d.report())
 """
-
-
-def messages(peer: Peer, quiet: float = 1.0) -> list[tuple[str, bytes, bool]]:
-    out = []
-    while True:
-        try:
-            out.append(peer.get(timeout=quiet))
-        except queue.Empty:
-            return out
 
 
 def keys_of(ident):
@@ -123,7 +113,7 @@ def test_tls_identity_fault_is_counted_reported_once_and_loses_nothing(tmp_path,
         report = dev.finish()
     finally:
         dev.kill()
-    got = messages(peer)
+    got = peer.drain()
     peer.close()
     assert report["depth"] == 0 and report["transport"]["connects"] == 1
     assert report["errors_logged"] == 1 and not report["watchdog_expired"]
@@ -155,7 +145,7 @@ def test_broker_refusing_the_client_is_counted_and_loses_nothing(tmp_path, broke
         report = dev.finish()
     finally:
         dev.kill()
-    got = messages(peer)
+    got = peer.drain()
     peer.close()
     assert report["depth"] == 0 and report["transport"]["connects"] == 1 and report["errors_logged"] == 1
     assert_everything_arrived(got, identity, report)
@@ -187,7 +177,7 @@ def test_wifi_loss_is_counted_keeps_data_and_recovers(tmp_path, broker, pki, ide
         report = dev.finish()
     finally:
         dev.kill()
-    got = messages(peer)
+    got = peer.drain()
     peer.close()
     assert online["transport"]["up"] and online["depth"] == 0
     t = offline["transport"]
@@ -222,7 +212,7 @@ def test_tls_board_never_falls_back_to_plain(tmp_path, pki, identity):
             report = dev.finish()
         finally:
             proxy.close()
-        got = messages(peer, quiet=0.5)
+        got = peer.drain(quiet=0.5)
         peer.close()
     assert got == []
     t = report["transport"]

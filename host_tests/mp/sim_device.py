@@ -10,6 +10,7 @@
 import json
 import os
 import sys
+from binascii import hexlify
 import time
 
 import vfs
@@ -128,4 +129,5 @@ class SimDevice:
                 "sensor_errors": d.sensor_errors, "sensor_ok": d.sensor_ok, "healthy": d.healthy(),
                 "watchdog_expired": self.watchdog.expired(), "watchdog_feeds": self.watchdog.feeds,
                 "watchdog_longest_gap_ms": self.watchdog.longest_gap_ms,
-                "errors_logged": self.log.errors, "warnings_logged": self.log.warnings}
+                "errors_logged": self.log.errors, "warnings_logged": self.log.warnings,
+                "status_hex": hexlify(d.status()).decode()}
