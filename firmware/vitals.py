@@ -41,6 +41,9 @@ _SPO2_WINDOW_S = const(6)
 _SAT_HOLD_S = const(3)
 _WARMUP_S = const(3)
 _SETTLE_S = const(1)
+_QUIET_S = const(3)  # seconds without a beat (and without a pulse-sized swing): the pulse is lost
+_WARMUP_MAX_S = const(10)  # fewer than 3 intervals this long after the finger arrived: no pulse, not warm-up
+_LOST_SHARE = const(8)  # a swing (|AC| peak) below 1/8 of the median cycle's peak-to-peak is no pulse
 _MIN_INTERVALS = const(3)
 _TOLERANCE = 0.2  # an interval (or k of them) matches k periods within this fraction of a period
 _ACF_MIN_BPM = const(30)
@@ -93,10 +96,14 @@ class Vitals(vf.PulseFilter):
         self._ii = array("f", bytearray(4 * _SECONDS))
         self._rr = array("f", bytearray(4 * _SECONDS))
         self._flags = array("i", bytearray(4 * _SECONDS))
+        self._peak = array("i", bytearray(4 * _SECONDS))  # largest |band-passed IR| of each second (Q4)
         self._sec = 0  # seconds seen (ring position)
         self._valid_s = 0  # consecutive seconds with a finger and no restart
         self._resets = 0
         self._beat_start = 0
+        self._last_beats = 0
+        self._quiet_s = 0  # consecutive seconds in which no beat was recorded
+        self._lost = False  # the pulse was lost; until 3 new intervals it is missing, not warming up
         self._acf = (1, [], 1.0)  # (first lag, normalised autocorrelation per lag, samples per lag) of _periods()
         self._last_r = None  # ratio of ratios of the last reading (for calibration tools)
         self._refr0 = self._st[vf.REFR]
@@ -114,6 +121,7 @@ class Vitals(vf.PulseFilter):
         self._ri[i] = st[last + vf.S_RI] * scale
         self._ii[i] = st[last + vf.S_II] * scale
         self._rr[i] = st[last + vf.S_RR] * scale
+        self._peak[i] = st[last + vf.S_MAX_IR]
         flags = 0
         if st[last + vf.S_SAT]:
             flags |= SATURATED
@@ -127,10 +135,16 @@ class Vitals(vf.PulseFilter):
         if st[vf.RESETS] != self._resets or flags & NO_FINGER:
             self._resets = st[vf.RESETS]
             self._valid_s = 0
+            self._lost = False
         else:
             self._valid_s += 1
         if self._valid_s < _SETTLE_S:
             self._beat_start = st[vf.BEATS]  # beats while the filters settle do not count
+        if st[vf.BEATS] != self._last_beats:
+            self._last_beats = st[vf.BEATS]
+            self._quiet_s = 0
+        else:
+            self._quiet_s += 1
         return flags
 
     def _window_flags(self, seconds):
@@ -208,6 +222,12 @@ class Vitals(vf.PulseFilter):
             return 0.0
         return norm[i] + (x - i) * (norm[i + 1] - norm[i])
 
+    def _recent_peak(self, seconds):
+        m = 0
+        for k in range(1, min(seconds, self._sec) + 1):
+            m = max(m, self._peak[(self._sec - k) % _SECONDS])
+        return m
+
     @staticmethod
     def _count(ivs, t):
         """(pulse periods, Q8 samples accepted, Q8 samples matched directly) of the intervals that span a whole
@@ -258,13 +278,18 @@ class Vitals(vf.PulseFilter):
         """
         st = self._st
         st[vf.REFR] = self._refr0
-        if st[vf.SINCE] > 3 * self.fs:
-            return None, MOTION, 0
         ivs, pps = self._intervals()
         if len(ivs) < _MIN_INTERVALS:
-            return None, WARMING_UP, 0
+            return None, (MOTION if self._lost or self._valid_s >= _WARMUP_MAX_S else WARMING_UP), 0
+        self._lost = False
         pps.sort()
         pp = pps[len(pps) // 2]
+        if self._quiet_s >= _QUIET_S and self._recent_peak(_QUIET_S) * _LOST_SHARE < pp:
+            # Pulse lost: no beat, and no swing of even a quarter of the pulses', for 3 s. Nothing from before
+            # the gap may stand for the current rate.
+            self._beat_start = st[vf.BEATS]
+            self._lost = True
+            return None, MOTION, 0
         srt = sorted(ivs)
         med = srt[len(srt) // 2]
         peaks, best = self._periods()
@@ -318,7 +343,7 @@ class Vitals(vf.PulseFilter):
 
     def _ratio(self):
         """(R, red/IR correlation) over the SpO2 window, or (None, 0)."""
-        n = min(_SPO2_WINDOW_S, self._sec)
+        n = min(_SPO2_WINDOW_S, self._valid_s)  # only seconds after the last restart (finger placed)
         ri = ii = rr = dci = dcr = 0.0
         for k in range(1, n + 1):
             i = (self._sec - k) % _SECONDS

@@ -83,6 +83,22 @@ def test_uw_phone_heart_rate(data_dir: Path):
     assert s["mae"] <= 1.6 and s["coverage_pct"] >= 90, s
 
 
+def test_camera_channel_falls_back_to_green_only_when_red_is_clipped():
+    rows = [[str(t), str(r), str(g), "1"] for t, r, g in zip(range(0, 297, 33), [255.0] * 6 + [250.0] * 3,
+                                                              range(60, 69), strict=True)]
+    assert ppgdata.camera_channel(["time", "R", "G", "B"], rows)[0] == "G"
+    rows = [[str(t), str(r), "60", "1"] for t, r in zip(range(0, 297, 33), [255.0] * 4 + [250.0] * 5, strict=True)]
+    name, values = ppgdata.camera_channel(["time", "R", "G", "B"], rows)
+    assert name == "R" and values[-1] == 250.0
+
+
+def test_welltory_heart_rate_on_a_clipped_red_recording(data_dir: Path):
+    rec = ppgdata.welltory("20", data_dir)  # red reads 255 in every frame: the loader takes green
+    res = cmd_analyze.run_arrays(rec.ir, None, 30)
+    s = bench_dsp.score(*res.series("hr_bpm"), rec.ref_hr).summary(5)
+    assert s["mae"] <= 3 and s["coverage_pct"] >= 80, s
+
+
 def test_synthetic_spo2_is_recovered(data_dir: Path):
     rec = synth.synthetic_recording("09", seed=9, seconds=240)
     res = cmd_analyze.run_arrays(rec.ir, rec.red, 125)

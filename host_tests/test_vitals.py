@@ -99,6 +99,44 @@ report(out=out)
     back = [k for k, o in enumerate(out[30:]) if o[0] is not None]
     assert back and back[0] <= 7, out[30:]  # HR again within 7 s of the finger's return
     assert all(abs(o[0] / 10 - 80) <= 1.0 for o in out[30 + back[0]:])
+    # SpO2 from the first value on: the ratio's window holds only seconds since the finger returned
+    assert all(o[1] is not None and abs(o[1] / 10 - 97.5) <= 0.5 for o in out[30 + back[0]:]), out[30:]
+
+
+def test_a_lost_pulse_is_reported_absent_and_its_rate_is_not_kept(mp):
+    r = mp.json(GEN + """
+from mptest import report
+v = vitals.Vitals(100)
+out = feed(v, 20, 100, 72)
+for n in range(100 * 12):  # finger in place, pulse gone (no jump in DC: no restart)
+    if v.push(80000, 100000):
+        out.append(v.reading())
+out += feed(v, 20, 100, 90)
+report(out=out)
+""")
+    out = r["out"]
+    assert all(o[0] is not None and abs(o[0] / 10 - 72) <= 1 for o in out[10:20])
+    lost = out[20:32]
+    assert all(o[0] is None and o[1] is None for o in lost[3:]), lost  # gone within 4 s of the last beat
+    assert all(o[3] & 4 and not o[3] & 32 for o in lost[3:]), lost  # motion/no pulse, not warming up
+    back = [k for k, o in enumerate(out[32:]) if o[0] is not None]
+    assert back and back[0] <= 6, out[32:]
+    new = [o[0] / 10 for o in out[32 + back[0]:]]
+    assert all(abs(x - 90) <= 4 for x in new) and all(abs(x - 90) <= 1 for x in new[5:]), new  # not the old 72
+
+
+def test_a_flat_signal_is_not_reported_as_warming_up_forever(mp):
+    r = mp.json(GEN + """
+from mptest import report
+v = vitals.Vitals(50)
+out = []
+for n in range(50 * 20):
+    if v.push(80000, 100000 + (n & 1)):
+        out.append(v.reading())
+report(out=out)
+""")
+    q = [o[3] for o in r["out"]]
+    assert all(x & 32 for x in q[:3]) and all(x & 4 and not x & 32 for x in q[11:]), q
 
 
 def test_memory_after_an_hour_equals_after_a_minute(mp):

@@ -159,12 +159,28 @@ def rr_to_hr(rr_ms: np.ndarray, seconds: float, half_window: float = 3.0) -> Ser
     return _valid(t, v)
 
 
+CAMERA_CLIP = 254.5  # 8-bit camera channel at or above this: clipped (no pulse can show)
+
+
+def camera_channel(header: list[str], rows: list[list[str]]) -> tuple[str, np.ndarray]:
+    """The camera's red channel, or green when red is clipped in more than half the frames.
+
+    A phone camera against a lit fingertip usually saturates nothing, and red carries the strongest pulse; when
+    red reads 255 (the sensor's limit) the pulse is gone from it, as it would be from a saturated MAX30102, and
+    camera-PPG apps fall back to green. Welltory subject_20's red is 255 in every frame.
+    """
+    r = _column(header, rows, "R")
+    if np.mean(r[np.isfinite(r)] >= CAMERA_CLIP) > 0.5:
+        return "G", _column(header, rows, "G")
+    return "R", r
+
+
 def welltory(subject: str, root: Path | None = None, fs: float = WELLTORY_FS) -> Recording:
     """Irregular camera frames resampled to a uniform rate; HR reference from the chest strap's RR intervals."""
     d = (root or paths.data_dir()) / "welltory_phone" / "data" / f"subject_{subject}"
     header, rows = _read_csv(d / "PPG.csv")
     t_ms = _column(header, rows, "time")
-    r = _column(header, rows, "R")
+    _, r = camera_channel(header, rows)
     ok = np.isfinite(t_ms) & np.isfinite(r)
     t_s, r = t_ms[ok] / 1000.0, r[ok]
     order = np.argsort(t_s, kind="stable")
