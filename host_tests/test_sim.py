@@ -28,3 +28,32 @@ def test_fleet_with_broker_outage_loses_nothing(tmp_path):
         assert valid >= 50, (device, valid)
         assert report["lost_samples"] == 0
     assert "oxilink export fhir" in proc.stdout  # tells the user what to do next
+
+
+def _sim(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ROOT / ".venv" / "bin" / "oxilink", "sim", "--quiet", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_every_run_starts_a_fresh_system(tmp_path):
+    """The simulated boards' flash is RAM (counters restart at 0): a second run must not reuse the first run's
+    keys or database, where its batches would be taken for duplicates and silently dropped."""
+    root = tmp_path / "sim"
+    kids = []
+    for _ in range(2):
+        proc = _sim("--duration", "12", "--speed", "3", "--root", str(root))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        stats = json.loads((root / "receiver-stats.json").read_text())
+        assert stats["duplicates"] == 0 and stats["stored"] >= 2, stats
+        secrets = json.loads((root / "secrets" / "devices" / "sim-01" / "secrets.json").read_text())
+        kids.append(secrets["kid"])
+    assert kids[0] != kids[1]  # a fresh key: counters from 0 never meet last run's nonces
+    stale = tmp_path / "stale.sqlite"
+    stale.write_bytes((root / "readings.sqlite").read_bytes())
+    proc = _sim("--duration", "5", "--root", str(tmp_path / "other"), "--db", str(stale))
+    assert proc.returncode == 2 and "already holds messages of sim-01" in proc.stderr, proc.stderr
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a sim folder")
+    proc = _sim("--duration", "5", "--root", str(tmp_path / "mine"))
+    assert proc.returncode == 2 and "not a sim folder" in proc.stderr, proc.stderr
+    assert (tmp_path / "mine" / "notes.txt").exists()

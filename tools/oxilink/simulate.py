@@ -3,13 +3,17 @@
 A project CA and Mosquitto (mutual TLS, random loopback port), N provisioned devices each running the real
 firmware on the MicroPython unix port (simulated MAX30102 replaying a recording), and the receiver storing
 into SQLite. Everything lives under var/sim/ (its own CA, registry and audit log, apart from the project's
-real secrets/). With a duration, it stops producing after that many seconds of signal, waits until every
-batch each device sealed is in the database (or a grace period passes, failing loudly), and exits.
+real secrets/). Each run starts a fresh system there: the simulated boards' flash is RAM, so their message
+counters restart at 0 every run, and reusing last run's keys (nonces) or database (the receiver would take
+the new batches for duplicates) would be wrong. With a duration, it stops producing after that many
+seconds of signal, waits until every batch each device sealed is in the database (or a grace period passes,
+failing loudly), and exits.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -26,8 +30,14 @@ from .pki import CertificateAuthority
 from .provision import provision_device
 from .receiver.audit import AuditLog, default_actor
 from .receiver.registry import DeviceRegistry
+from .receiver.store import open_store
 
 SIM_FS = 100  # the sim board's output rate (boards/sim.json)
+MARKER = ".oxilink-sim"
+
+
+class SimError(Exception):
+    pass
 
 
 @dataclass
@@ -85,7 +95,30 @@ class SimSystem:
 
     # ---- setup ---------------------------------------------------------------------------------------------
 
+    def fresh_start(self) -> None:
+        """Empty the sim folder (a folder that is not one is refused) and refuse a --db that holds sim data."""
+        marker = self.root / MARKER
+        if self.root.exists() and any(self.root.iterdir()):
+            if not marker.exists() and self.root.resolve() != (paths.VAR / "sim").resolve():
+                raise SimError(f"--root {self.root}: not empty and not a sim folder (no {MARKER}); "
+                               "give an empty or new folder")
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        marker.write_text("created by `oxilink sim`; emptied at the start of every run\n")
+        if self.o.db and (str(self.o.db).startswith(("postgresql:", "postgres:")) or Path(self.o.db).exists()):
+            store = open_store(self.o.db)
+            try:
+                used = [f"sim-{i:02d}" for i in range(1, self.o.devices + 1)
+                        if store.high_counter(f"sim-{i:02d}") is not None]
+            finally:
+                store.close()
+            if used:
+                raise SimError(f"--db {self.o.db} already holds messages of {', '.join(used)}; the simulated "
+                               "boards start with empty flash (counters from 0), so their new batches would be "
+                               "taken for duplicates: give an empty database")
+
     def setup(self) -> list:
+        self.fresh_start()
         for d in (self.root, self.reports):
             d.mkdir(parents=True, exist_ok=True)
         for old in self.reports.glob("*.json"):
@@ -248,6 +281,9 @@ class SimSystem:
         except KeyboardInterrupt:
             say("Ctrl-C: stopping devices, receiver and broker")
             rc = 0
+        except SimError as e:
+            print(f"oxilink sim: {e}", file=sys.stderr)
+            return 2
         finally:
             self.stop()
         self.hints()
