@@ -343,7 +343,8 @@ class Vitals(vf.PulseFilter):
 
     def _ratio(self):
         """(R, red/IR correlation) over the SpO2 window, or (None, 0)."""
-        n = min(_SPO2_WINDOW_S, self._valid_s)  # only seconds after the last restart (finger placed)
+        # Only seconds after the last restart (finger placed) and after the filters settled.
+        n = min(_SPO2_WINDOW_S, self._valid_s - _SETTLE_S)
         ri = ii = rr = dci = dcr = 0.0
         for k in range(1, n + 1):
             i = (self._sec - k) % _SECONDS
