@@ -56,7 +56,7 @@ _PREV = const(20)
 _ARMED = const(21)
 _SMIN = const(22)
 _SMAX = const(23)
-SINCE = const(24)
+_SINCE = const(24)
 _LASTFRAC = const(25)
 _LASTOK = const(26)
 AMP = const(27)  # tracked peak upstroke slope (Q4 per sample)
@@ -272,7 +272,7 @@ class PulseFilter:
             s[_SMAX] = sd
         if d > (((int(s[_DMAX]) + h30) & m31) - h30):
             s[_DMAX] = d
-        since = (((int(s[SINCE]) + h30) & m31) - h30) + 1
+        since = (((int(s[_SINCE]) + h30) & m31) - h30) + 1
         amp = (((int(s[AMP]) + h30) & m31) - h30)
         maxi = (((int(s[_MAXI]) + h30) & m31) - h30)
         if since > maxi:
@@ -282,7 +282,7 @@ class PulseFilter:
             # beats are being missed: lower the threshold (>=: since is held at MAXI, the longest DECAY_AFTER)
             amp -= amp >> (((int(s[_KDECAY]) + h30) & m31) - h30)
             s[AMP] = amp
-        s[SINCE] = since
+        s[_SINCE] = since
         thr = (amp >> 1) + (amp >> 3)  # 5/8: a dicrotic upstroke is flatter than the systolic one
         if thr < _THR_FLOOR:
             thr = _THR_FLOOR
@@ -305,7 +305,7 @@ class PulseFilter:
                 s[_DECAY_AFTER] = dlim
             s[_LASTOK] = 1
             s[_LASTFRAC] = frac
-            s[SINCE] = 0
+            s[_SINCE] = 0
             s[_ARMED] = 0
             s[_SMIN] = sd
             s[_SMAX] = sd

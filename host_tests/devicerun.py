@@ -80,3 +80,9 @@ class DeviceProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+    def __enter__(self) -> DeviceProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()

@@ -21,9 +21,9 @@ LOOPBACK = "127.0.0.1"
 
 
 class FaultProxy:
-    def __init__(self, target_port: int, delay: float = 0.2):
+    def __init__(self, target_port: int, delay: float = 0.2, mode: str = "pass"):
         self.target = (LOOPBACK, target_port)
-        self.mode = "pass"
+        self.mode = mode
         self.delay = delay
         self.close_after_bytes: int | None = None
         self.connections = 0
@@ -118,3 +118,9 @@ class FaultProxy:
         self.drop_all()
         self._listener.close()
         self._thread.join(2)
+
+    def __enter__(self) -> FaultProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -86,10 +86,9 @@ def test_uw_phone_heart_rate(data_dir: Path):
 def test_camera_channel_falls_back_to_green_only_when_red_is_clipped():
     rows = [[str(t), str(r), str(g), "1"] for t, r, g in zip(range(0, 297, 33), [255.0] * 6 + [250.0] * 3,
                                                               range(60, 69), strict=True)]
-    assert ppgdata.camera_channel(["time", "R", "G", "B"], rows)[0] == "G"
+    assert list(ppgdata.camera_channel(["time", "R", "G", "B"], rows)) == list(range(60, 69))  # green
     rows = [[str(t), str(r), "60", "1"] for t, r in zip(range(0, 297, 33), [255.0] * 4 + [250.0] * 5, strict=True)]
-    name, values = ppgdata.camera_channel(["time", "R", "G", "B"], rows)
-    assert name == "R" and values[-1] == 250.0
+    assert list(ppgdata.camera_channel(["time", "R", "G", "B"], rows)) == [255.0] * 4 + [250.0] * 5  # red
 
 
 def test_welltory_heart_rate_on_a_clipped_red_recording(data_dir: Path):

@@ -85,18 +85,15 @@ def test_every_byte_the_device_sends_is_sealed(tmp_path, plain_broker, pki, secr
     wrong = lambda kid: [(other.key, other.base_iv)]  # noqa: E731
     peer = Peer(plain_broker, pki.issue(RECEIVER_CN), pki.cert_path)
     peer.subscribe("oxilink/#")
-    proxy = FaultProxy(plain_broker.plain_port)
-    dev = DeviceProcess(tmp_path / "dev", SCRIPT, {"secrets": str(ident.folder), "port": proxy.port, "tls": False})
-    try:
+    with (FaultProxy(plain_broker.plain_port) as proxy,
+          DeviceProcess(tmp_path / "dev", SCRIPT, {"secrets": str(ident.folder), "port": proxy.port,
+                                                   "tls": False}) as dev):
         dev.expect("delivered")
         proxy.drop_all()  # a second connection, a re-armed will, and the broker publishing the first will
         dev.signal("dropped")
         report = dev.expect("report")
         dev.signal("done")
         dev.finish(tag="bye")
-    finally:
-        dev.kill()
-        proxy.close()
     received = []
     while True:
         try:

@@ -79,11 +79,9 @@ def test_status_on_connect_and_last_will(tmp_path, broker, pki, secrets_root):
     ident = provision_device("dev-status", root=secrets_root)
     peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
     peer.subscribe("oxilink/dev-status/status")
-    proxy = FaultProxy(broker.port)
-    proxy.mode = "refuse"
-    dev = DeviceProcess(tmp_path / "dev", STATUS_SCRIPT,
-                        {"secrets": str(ident.folder), "port": proxy.port, "rssi": -61, "status_interval_s": 600})
-    try:
+    with (FaultProxy(broker.port, mode="refuse") as proxy,
+          DeviceProcess(tmp_path / "dev", STATUS_SCRIPT, {"secrets": str(ident.folder), "port": proxy.port,
+                                                          "rssi": -61, "status_interval_s": 600}) as dev):
         refused = dev.expect("refused")
         proxy.mode = "pass"
         dev.signal("pass")
@@ -102,9 +100,6 @@ def test_status_on_connect_and_last_will(tmp_path, broker, pki, secrets_root):
         dev.signal("done")
         dev.finish(tag="bye")  # the process ends without DISCONNECT: the broker publishes the will again
         after_exit = opened_statuses(peer.drain(), ident)
-    finally:
-        dev.kill()
-        proxy.close()
     peer.close()
     assert refused["transport"]["tls_failures"] >= 2 and refused["depth"] >= 2
     assert first["tls_failures"] >= 2 and first["reconnects"] == 0 and first["depth"] >= 2
@@ -136,12 +131,9 @@ def test_plain_tcp_only_when_the_board_says_so_and_loudly(tmp_path, plain_broker
     ident = provision_device("dev-plain", root=secrets_root)
     peer = Peer(plain_broker, pki.issue(RECEIVER_CN), pki.cert_path)  # the receiver still uses TLS
     peer.subscribe("oxilink/dev-plain/#")
-    dev = DeviceProcess(tmp_path / "dev", INSECURE_SCRIPT,
-                        {"secrets": str(ident.folder), "port": plain_broker.plain_port, "tls": False})
-    try:
+    with DeviceProcess(tmp_path / "dev", INSECURE_SCRIPT,
+                       {"secrets": str(ident.folder), "port": plain_broker.plain_port, "tls": False}) as dev:
         report = dev.finish()
-    finally:
-        dev.kill()
     statuses = opened_statuses(peer.drain(), ident)
     peer.close()
     warnings = [line for line in dev.lines if " WARNING " in line]

@@ -43,14 +43,11 @@ say("report", d.report())
 @pytest.mark.parametrize("fault", ["nack", "stuck"])
 def test_stuck_sensor_stops_feeding(tmp_path, broker, secrets_root, fault):
     ident = provision_device("dev-wdt-sensor", root=secrets_root)
-    dev = DeviceProcess(tmp_path / "dev", STUCK_SENSOR, {"secrets": str(ident.folder), "port": broker.port,
-                                                         "fault": fault, "watchdog_ms": WATCHDOG_MS})
-    try:
+    with DeviceProcess(tmp_path / "dev", STUCK_SENSOR, {"secrets": str(ident.folder), "port": broker.port,
+                                                        "fault": fault, "watchdog_ms": WATCHDOG_MS}) as dev:
         healthy = dev.expect("healthy")
         stuck = dev.expect("stuck")
         report = dev.finish()
-    finally:
-        dev.kill()
     assert healthy["healthy"] and healthy["watchdog_feeds"] > 0 and not healthy["watchdog_expired"]
     assert not stuck["sensor_ok"] and not stuck["healthy"]
     assert stuck["sensor_errors"] >= 2  # the first failure, then recovery attempts about once a second
@@ -78,10 +75,10 @@ say("report", d.report())
 
 def test_slow_and_stalled_network_keeps_feeding(tmp_path, broker, secrets_root):
     ident = provision_device("dev-wdt-net", root=secrets_root)
-    proxy = FaultProxy(broker.port, delay=0.3)
-    dev = DeviceProcess(tmp_path / "dev", NETWORK_TROUBLE, {"secrets": str(ident.folder), "port": proxy.port,
-                                                            "link_timeout_ms": 1500, "watchdog_ms": WATCHDOG_MS})
-    try:
+    with (FaultProxy(broker.port, delay=0.3) as proxy,
+          DeviceProcess(tmp_path / "dev", NETWORK_TROUBLE, {"secrets": str(ident.folder), "port": proxy.port,
+                                                            "link_timeout_ms": 1500,
+                                                            "watchdog_ms": WATCHDOG_MS}) as dev):
         dev.expect("connected")
         for mode, seconds in (("slow", 3.0), ("stall", 4.0), ("refuse", 1.5)):
             proxy.mode = mode
@@ -91,9 +88,6 @@ def test_slow_and_stalled_network_keeps_feeding(tmp_path, broker, secrets_root):
         proxy.mode = "pass"
         dev.signal("healed")
         report = dev.finish()
-    finally:
-        dev.kill()
-        proxy.close()
     t = report["transport"]
     assert t["link_lost"] >= 1  # the stall was long enough to time out a PUBACK wait
     assert t["tls_failures"] + t["connect_failures"] >= 1  # and to fail reconnects

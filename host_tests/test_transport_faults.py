@@ -102,17 +102,14 @@ def test_tls_identity_fault_is_counted_reported_once_and_loses_nothing(tmp_path,
     bad, cause = tls_fault(tmp_path, pki, kind)
     peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
     peer.subscribe(f"oxilink/{identity.device_id}/#")
-    dev = DeviceProcess(tmp_path / "dev", REFUSED_THEN_FIXED,
-                        {"secrets": str(identity.folder), "port": broker.port, "expect": "tls_failures",
-                         "reprovision": True, **bad})
-    try:
+    with DeviceProcess(tmp_path / "dev", REFUSED_THEN_FIXED,
+                       {"secrets": str(identity.folder), "port": broker.port, "expect": "tls_failures",
+                        "reprovision": True, **bad}) as dev:
         faulty = dev.expect("faulty")
         assert peer.messages.empty()  # nothing got through
         assert_refused_and_kept(faulty, "tls_failures", dev.output, cause)
         dev.signal("fixed")  # the device gets a good identity
         report = dev.finish()
-    finally:
-        dev.kill()
     got = peer.drain()
     peer.close()
     assert report["depth"] == 0 and report["transport"]["connects"] == 1
@@ -129,9 +126,8 @@ def test_broker_refusing_the_client_is_counted_and_loses_nothing(tmp_path, broke
     broker.extra_config = ["clientid_prefixes fleet-"]
     broker.write_config()
     broker.start()
-    dev = DeviceProcess(tmp_path / "dev", REFUSED_THEN_FIXED,
-                        {"secrets": str(identity.folder), "port": broker.port, "expect": "refused"})
-    try:
+    with DeviceProcess(tmp_path / "dev", REFUSED_THEN_FIXED,
+                       {"secrets": str(identity.folder), "port": broker.port, "expect": "refused"}) as dev:
         faulty = dev.expect("faulty")
         assert_refused_and_kept(faulty, "refused", dev.output, "broker refused the connection: not authorized")
         assert "not authorised" in broker.log_tail(200).lower() or "not authorized" in broker.log_tail(200).lower()
@@ -143,8 +139,6 @@ def test_broker_refusing_the_client_is_counted_and_loses_nothing(tmp_path, broke
         peer.subscribe(f"oxilink/{identity.device_id}/#")
         dev.signal("fixed")
         report = dev.finish()
-    finally:
-        dev.kill()
     got = peer.drain()
     peer.close()
     assert report["depth"] == 0 and report["transport"]["connects"] == 1 and report["errors_logged"] == 1
@@ -170,13 +164,10 @@ say("report", d.report())
 def test_wifi_loss_is_counted_keeps_data_and_recovers(tmp_path, broker, pki, identity):
     peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
     peer.subscribe(f"oxilink/{identity.device_id}/#")
-    dev = DeviceProcess(tmp_path / "dev", WIFI_LOSS, {"secrets": str(identity.folder), "port": broker.port})
-    try:
+    with DeviceProcess(tmp_path / "dev", WIFI_LOSS, {"secrets": str(identity.folder), "port": broker.port}) as dev:
         online = dev.expect("online")
         offline = dev.expect("offline")
         report = dev.finish()
-    finally:
-        dev.kill()
     got = peer.drain()
     peer.close()
     assert online["transport"]["up"] and online["depth"] == 0
@@ -206,12 +197,10 @@ def test_tls_board_never_falls_back_to_plain(tmp_path, pki, identity):
     with plain:
         peer = Peer(plain, pki.issue(RECEIVER_CN), pki.cert_path)
         peer.subscribe("oxilink/#")
-        proxy = FaultProxy(plain.plain_port)
-        try:
-            dev = DeviceProcess(tmp_path / "dev", NEVER_PLAIN, {"secrets": str(identity.folder), "port": proxy.port})
+        with (FaultProxy(plain.plain_port) as proxy,
+              DeviceProcess(tmp_path / "dev", NEVER_PLAIN, {"secrets": str(identity.folder),
+                                                            "port": proxy.port}) as dev):
             report = dev.finish()
-        finally:
-            proxy.close()
         got = peer.drain(quiet=0.5)
         peer.close()
     assert got == []

@@ -162,7 +162,7 @@ def rr_to_hr(rr_ms: np.ndarray, seconds: float, half_window: float = 3.0) -> Ser
 CAMERA_CLIP = 254.5  # 8-bit camera channel at or above this: clipped (no pulse can show)
 
 
-def camera_channel(header: list[str], rows: list[list[str]]) -> tuple[str, np.ndarray]:
+def camera_channel(header: list[str], rows: list[list[str]]) -> np.ndarray:
     """The camera's red channel, or green when red is clipped in more than half the frames.
 
     A phone camera against a lit fingertip usually saturates nothing, and red carries the strongest pulse; when
@@ -171,8 +171,8 @@ def camera_channel(header: list[str], rows: list[list[str]]) -> tuple[str, np.nd
     """
     r = _column(header, rows, "R")
     if np.mean(r[np.isfinite(r)] >= CAMERA_CLIP) > 0.5:
-        return "G", _column(header, rows, "G")
-    return "R", r
+        return _column(header, rows, "G")
+    return r
 
 
 def welltory(subject: str, root: Path | None = None, fs: float = WELLTORY_FS) -> Recording:
@@ -180,7 +180,7 @@ def welltory(subject: str, root: Path | None = None, fs: float = WELLTORY_FS) ->
     d = (root or paths.data_dir()) / "welltory_phone" / "data" / f"subject_{subject}"
     header, rows = _read_csv(d / "PPG.csv")
     t_ms = _column(header, rows, "time")
-    _, r = camera_channel(header, rows)
+    r = camera_channel(header, rows)
     ok = np.isfinite(t_ms) & np.isfinite(r)
     t_s, r = t_ms[ok] / 1000.0, r[ok]
     order = np.argsort(t_s, kind="stable")

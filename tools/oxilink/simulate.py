@@ -105,7 +105,7 @@ class SimSystem:
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         marker.write_text("created by `oxilink sim`; emptied at the start of every run\n")
-        if self.o.db and (str(self.o.db).startswith(("postgresql:", "postgres:")) or Path(self.o.db).exists()):
+        if self.o.db:
             store = open_store(self.o.db)
             try:
                 used = [f"sim-{i:02d}" for i in range(1, self.o.devices + 1)
@@ -119,10 +119,7 @@ class SimSystem:
 
     def setup(self) -> list:
         self.fresh_start()
-        for d in (self.root, self.reports):
-            d.mkdir(parents=True, exist_ok=True)
-        for old in self.reports.glob("*.json"):
-            old.unlink()
+        self.reports.mkdir()
         ca = CertificateAuthority(self.secrets / "pki")
         if not (ca.folder / "issued" / f"{RECEIVER_CN}.pem").exists():
             ca.issue(RECEIVER_CN)
