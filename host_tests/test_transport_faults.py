@@ -121,22 +121,23 @@ def test_tls_identity_fault_is_counted_reported_once_and_loses_nothing(tmp_path,
 def test_broker_refusing_the_client_is_counted_and_loses_nothing(tmp_path, broker, pki, identity):
     """Mosquitto's `clientid_prefixes` (an operator allowing only one fleet's client ids) answers our CONNECT
     with CONNACK 5 "not authorized" over a perfectly good TLS session. Fixing the broker's configuration
-    lets the queued data through."""
+    lets the queued data through. The receiver (a client id the prefix allows) subscribes first: the device
+    keeps retrying while it waits, so it delivers as soon as the broker lets it."""
     broker.stop()
     broker.extra_config = ["clientid_prefixes fleet-"]
     broker.write_config()
     broker.start()
+    peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path, client_id="fleet-receiver")
+    peer.subscribe(f"oxilink/{identity.device_id}/#")
     with DeviceProcess(tmp_path / "dev", REFUSED_THEN_FIXED,
                        {"secrets": str(identity.folder), "port": broker.port, "expect": "refused"}) as dev:
         faulty = dev.expect("faulty")
         assert_refused_and_kept(faulty, "refused", dev.output, "broker refused the connection: not authorized")
         assert "not authorised" in broker.log_tail(200).lower() or "not authorized" in broker.log_tail(200).lower()
-        broker.stop()
+        assert peer.messages.empty()
         broker.extra_config = []
         broker.write_config()
-        broker.start()
-        peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
-        peer.subscribe(f"oxilink/{identity.device_id}/#")
+        broker.reload()  # clientid_prefixes is re-read on SIGHUP
         dev.signal("fixed")
         report = dev.finish()
     got = peer.drain()
