@@ -1,4 +1,4 @@
-"""Loaders for the shared PPG recordings (BIDMC, UW phone oximetry, Welltory) and their reference values.
+"""Loaders for the shared PPG recordings (BIDMC, UW phone oximetry, Welltory, wrist exercise) and their references.
 
 Each loader returns a `Recording`: the signal mapped into MAX30102-like 18-bit counts (intensity, so a pulse
 is a dip), its sample rate, and per-second reference series. Nothing here is copied into the repository:
@@ -38,6 +38,8 @@ class Recording:
     red: np.ndarray | None = None
     ref_hr: Series | None = None
     ref_spo2: Series | None = None
+    activity: str = ""  # wrist_exercise: walk, run, low_resistance_bike, high_resistance_bike
+    motion: Series | None = None  # per-second wrist acceleration (evaluation only: never fed to the firmware)
 
     @property
     def seconds(self) -> float:
@@ -192,6 +194,138 @@ def welltory(subject: str, root: Path | None = None, fs: float = WELLTORY_FS) ->
     ir = x * (DC_COUNTS / np.median(x))
     rr = np.array([float(v) for v in (d / "RR.txt").read_text().split()])
     return Recording(f"welltory_{subject}", "welltory", fs, ir, None, rr_to_hr(rr, len(ir) / fs))
+
+
+# ---- Wrist PPG during exercise (EDF + ECG beat annotations) -------------------------------------------
+
+WRIST_GAIN = 1.0 / 32  # counts per EDF digital unit: the band-passed wrist PPG swings a few hundred counts
+ECG_TEMPLATE_MEDIAN = 0.8  # clean window: the median beat's QRS correlates this well with the record's median QRS
+ECG_TEMPLATE_MIN = 0.5  # ... and no beat in it less than this (an annotation on a motion artefact)
+ECG_STEADY = 0.15  # clean window: every beat interval within this fraction of the window's median interval
+ECG_HALF_WINDOW_S = 3.0
+ECG_MIN_BEATS = 4
+
+
+@dataclass
+class EdfSignal:
+    label: str
+    physical: np.ndarray
+    digital: np.ndarray
+    fs: float
+
+
+def read_edf(path: Path) -> list[EdfSignal]:
+    """Every signal of an EDF file (header per the EDF spec: 256 bytes, then 256 per signal; int16 records)."""
+    raw = Path(path).read_bytes()
+    header_bytes = int(raw[184:192])
+    n_records = int(raw[236:244])
+    record_s = float(raw[244:252])
+    ns = int(raw[252:256])
+    fields = []
+    pos = 256
+    for width in (16, 80, 8, 8, 8, 8, 8, 80, 8, 32):  # label, transducer, dimension, pmin, pmax, dmin, dmax,
+        fields.append([raw[pos + i * width:pos + (i + 1) * width].decode("ascii").strip() for i in range(ns)])
+        pos += width * ns  # prefiltering, samples per record, reserved
+    label, pmin, pmax, dmin, dmax, spr = fields[0], fields[3], fields[4], fields[5], fields[6], fields[8]
+    per_record = [int(x) for x in spr]
+    data = np.frombuffer(raw[header_bytes:header_bytes + 2 * n_records * sum(per_record)], dtype="<i2")
+    data = data.reshape(n_records, sum(per_record))
+    out = []
+    col = 0
+    for i in range(ns):
+        d = data[:, col:col + per_record[i]].reshape(-1).astype(float)
+        col += per_record[i]
+        p0, p1, d0, d1 = float(pmin[i]), float(pmax[i]), float(dmin[i]), float(dmax[i])
+        out.append(EdfSignal(label[i], p0 + (d - d0) * (p1 - p0) / (d1 - d0), d, per_record[i] / record_s))
+    return out
+
+
+def wrist_ids(root: Path | None = None) -> list[str]:
+    d = (root or paths.data_dir()) / "wrist_exercise"
+    return sorted(p.stem for p in (d / "edf").glob("*.edf") if (d / "ecg_beats" / f"{p.stem}.txt").exists())
+
+
+def wrist_activity(record: str) -> str:
+    return record.split("_", 1)[1]
+
+
+def ecg_beat_samples(path: Path) -> np.ndarray:
+    """Sample indexes of the normal (`N`) beats in a text dump of PhysioNet beat annotations."""
+    out = []
+    for line in path.read_text().splitlines()[1:]:
+        p = line.split()
+        if len(p) >= 3 and p[2] == "N":
+            out.append(int(p[1]))
+    return np.array(out, dtype=int)
+
+
+def _bandpass(x: np.ndarray, fs: float, lo: float, hi: float) -> np.ndarray:
+    from scipy.signal import butter, filtfilt
+
+    b, a = butter(2, [lo / (fs / 2), hi / (fs / 2)], "band")
+    return filtfilt(b, a, x)
+
+
+def clean_ecg_hr(ecg: np.ndarray, beats: np.ndarray, fs: float, seconds: int) -> Series:
+    """Per-second HR from the ECG beats, only where those beats are clean.
+
+    Each annotated beat's QRS (ECG band-passed 5-30 Hz, +-0.1 s) is correlated with the record's median QRS:
+    in the noisy running records the annotations partly follow motion artefacts (s4_run's annotated rate is its
+    step cadence), and those do not look like the record's QRS. Second t has a reference when the beats within
+    +-3 s are >= 4 and cover the window (no edge gap over 1.5 intervals), their median correlation is >= 0.8
+    and none is below 0.5, and every interval between them is within 15 % of their median (a missed or extra
+    beat, or an artefact between two beats, breaks it). The value is 60 / mean interval of those beats.
+    """
+    e = _bandpass(ecg, fs, 5.0, 30.0)
+    half = int(0.1 * fs)
+    ok = (beats > half) & (beats < len(e) - half)
+    beats = beats[ok]
+    segs = np.array([e[i - half:i + half + 1] for i in beats])
+    template = np.median(segs, axis=0)
+    corr = np.array([np.corrcoef(s, template)[0, 1] for s in segs])
+    bt = beats / fs
+    t = np.arange(seconds, dtype=float)
+    v = np.full(seconds, np.nan)
+    for k, tk in enumerate(t):
+        sel = np.where(np.abs(bt - tk) <= ECG_HALF_WINDOW_S)[0]
+        if len(sel) < ECG_MIN_BEATS or sel[-1] - sel[0] != len(sel) - 1:
+            continue
+        if np.min(corr[sel]) < ECG_TEMPLATE_MIN or np.median(corr[sel]) < ECG_TEMPLATE_MEDIAN:
+            continue
+        rr = np.diff(bt[sel])
+        med = np.median(rr)
+        if np.any(np.abs(rr - med) > ECG_STEADY * med):
+            continue
+        # no beat may be missing at the window's edges either: the window is covered by beats
+        if bt[sel[0]] - (tk - ECG_HALF_WINDOW_S) > 1.5 * med or (tk + ECG_HALF_WINDOW_S) - bt[sel[-1]] > 1.5 * med:
+            continue
+        v[k] = 60.0 / float(np.mean(rr))
+    return _valid(t, v)
+
+
+def wrist_exercise(record: str, root: Path | None = None) -> Recording:
+    """Wrist PPG (pulse-up in the file: inverted into intensity counts) at its own 256 Hz.
+
+    The trailing padding (every channel at the digital minimum) is cut. Samples where the PPG sits at its
+    sensor's limits become ADC full scale, as a clipping MAX30102 reports. `motion` is the per-second
+    standard deviation of the wrist acceleration magnitude (m/s^2), for evaluation only.
+    """
+    d = (root or paths.data_dir()) / "wrist_exercise"
+    sig = read_edf(d / "edf" / f"{record}.edf")
+    ecg, ppg = sig[0], sig[1]
+    fs = ppg.fs
+    pad = ((ecg.digital == -32768) & (ppg.digital == -32768))[::-1]
+    n = len(ppg.digital) - (int(np.argmin(pad)) if not pad.all() else len(pad))
+    dig = ppg.digital[:n]
+    ir = DC_COUNTS - WRIST_GAIN * (dig - np.median(dig))
+    ir[(dig >= 32767) | (dig <= -32768)] = 262143.0
+    seconds = int(n / fs)
+    ref = clean_ecg_hr(ecg.physical[:n], ecg_beat_samples(d / "ecg_beats" / f"{record}.txt"), fs, seconds)
+    acc = np.vstack([s.physical[:n] for s in sig[5:8]])  # the low-noise accelerometer (labels are cut: by position)
+    mag = np.sqrt((acc ** 2).sum(axis=0))
+    per_s = mag[: seconds * int(fs)].reshape(seconds, int(fs)).std(axis=1)
+    motion = Series(np.arange(seconds, dtype=float) + 0.5, per_s)
+    return Recording(f"wrist_{record}", "wrist_exercise", fs, ir, None, ref, None, wrist_activity(record), motion)
 
 
 # ---- CSV in the `analyze` format -----------------------------------------------------------------------
