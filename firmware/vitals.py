@@ -4,7 +4,8 @@
 #     v = Vitals(fs, cfg["vitals"])
 #     if v.push(red, ir):                # per sample, allocation-free (vitals_filter.PulseFilter)
 #         hr_x10, spo2_x10, pi_x100, quality = v.reading()
-# A value is None when it is not trustworthy; `quality` is a bitmask of the reasons (0 = good).
+# A value is None when it is not trustworthy; `quality` is a bitmask of the reasons (0 = good). When `motion`
+# is set, `v.gate` says which criterion of the motion/signal-quality gate withheld the values (GATE_* bits).
 # reading() works on fixed-size rings: it may allocate transiently, nothing that grows with run time.
 from array import array
 
@@ -19,6 +20,21 @@ LOW_PERFUSION = const(8)
 IRREGULAR = const(16)
 WARMING_UP = const(32)
 CHANNELS_SWAPPED = const(64)
+# Motion / signal-quality gate: which criterion withheld the values (Vitals.gate; docs/vitals.md explains each).
+GATE_LOST = const(1)  # no beat and no pulse-sized swing for 3 s, or no beats 10 s after the finger arrived
+GATE_PERIODICITY = const(2)  # spectral concentration: under 30 % of the window's power is periodic at any lag
+GATE_RHYTHM = const(4)  # beat intervals and autocorrelation disagree, and the periodicity is not strong alone
+GATE_OCTAVE = const(8)  # the rhythm repeats at half its period: its rate is ambiguous (gait, arm swing)
+GATE_DC_SHIFT = const(16)  # sudden DC shift (the sensor moved on the skin): the interval window restarts
+GATE_RED_IR = const(32)  # red and IR pulsatile signals disagree (correlation < 0.8)
+GATES = (
+    (GATE_LOST, "pulse_lost"),
+    (GATE_PERIODICITY, "aperiodic"),
+    (GATE_RHYTHM, "rhythm"),
+    (GATE_OCTAVE, "octave"),
+    (GATE_DC_SHIFT, "dc_shift"),
+    (GATE_RED_IR, "red_ir"),
+)
 REASONS = (
     (NO_FINGER, "no_finger"),
     (SATURATED, "saturated"),
@@ -52,7 +68,8 @@ _MIN_PERIODICITY = 0.3  # autocorrelation peak (normalised) below this: no pulse
 _PEAK_SHARE = 0.8  # the shortest lag whose peak reaches this share of the highest is the period
 _PEAK_SHARE_MIN = 0.5  # autocorrelation peaks at least this share of the highest are period candidates
 _MAX_DETECTIONS = 1.5  # detections per period above which unpaired beats veto a period on its own
-_HALF_MAX = 0.0  # a period on its own needs an anti-phase autocorrelation at half of it (no octave doubt)
+_HALF_MAX = 0.0  # any reported period needs an anti-phase autocorrelation at half of it (no octave doubt)
+_DC_SHIFT = 6  # DC step between two seconds above this many median pulse heights: the sensor moved
 _STRONG_PERIODICITY = 0.4  # periodicity this strong gives a HR on its own when the beats do not
 _MIN_DIRECT = 0.5  # below: the rhythm holds only by joining detections (a multiple of the period)
 _STEADY = 0.6  # share of the window in directly matched intervals for the median to stand on its own
@@ -67,6 +84,10 @@ _SWAP_R = 1.8  # ratio of ratios above this looks like red and IR swapped (SpO2 
 
 def reasons(quality):
     return [name for bit, name in REASONS if quality & bit]
+
+
+def gates(gate):
+    return [name for bit, name in GATES if gate & bit]
 
 
 def _bitlen(v):
@@ -103,7 +124,10 @@ class Vitals(vf.PulseFilter):
         self._beat_start = 0
         self._last_beats = 0
         self._quiet_s = 0  # consecutive seconds in which no beat was recorded
-        self._lost = False  # the pulse was lost; until 3 new intervals it is missing, not warming up
+        self._lost = 0  # GATE_LOST / GATE_DC_SHIFT: the interval window restarted; until 3 new intervals the pulse
+        # is missing (that gate), not warming up
+        self._pp = 0  # median cycle peak-to-peak of the last heart rate (Q4 counts), for the DC-shift gate
+        self.gate = 0  # gate criteria that withheld the last reading (GATE_* bits)
         self._acf = (1, [], 1.0)  # (first lag, normalised autocorrelation per lag, samples per lag) of _periods()
         self._last_r = None  # ratio of ratios of the last reading (for calibration tools)
         self._refr0 = self._st[vf.REFR]
@@ -135,9 +159,16 @@ class Vitals(vf.PulseFilter):
         if st[vf.RESETS] != self._resets or flags & NO_FINGER:
             self._resets = st[vf.RESETS]
             self._valid_s = 0
-            self._lost = False
+            self._lost = 0
+            self._pp = 0
         else:
             self._valid_s += 1
+            # A DC step far larger than the pulse: the sensor moved on the skin, and every beat around it is
+            # distorted. The interval window restarts (3 new intervals are needed, as after a lost pulse).
+            step = self._dc_ir[i] - self._dc_ir[(self._sec - 2) % _SECONDS]
+            if self._valid_s > _SETTLE_S and self._pp and abs(step) * 16 > _DC_SHIFT * self._pp:
+                self._beat_start = st[vf.BEATS]
+                self._lost = GATE_DC_SHIFT
         if self._valid_s < _SETTLE_S:
             self._beat_start = st[vf.BEATS]  # beats while the filters settle do not count
         if st[vf.BEATS] != self._last_beats:
@@ -280,21 +311,27 @@ class Vitals(vf.PulseFilter):
         st[vf.REFR] = self._refr0
         ivs, pps = self._intervals()
         if len(ivs) < _MIN_INTERVALS:
-            return None, (MOTION if self._lost or self._valid_s >= _WARMUP_MAX_S else WARMING_UP), 0
-        self._lost = False
+            if self._lost or self._valid_s >= _WARMUP_MAX_S:
+                self.gate |= self._lost or GATE_LOST
+                return None, MOTION, 0
+            return None, WARMING_UP, 0
+        self._lost = 0
         pps.sort()
         pp = pps[len(pps) // 2]
         if self._quiet_s >= _QUIET_S and self._recent_peak(_QUIET_S) * _LOST_SHARE < pp:
             # Pulse lost: no beat, and no swing of even a quarter of the pulses', for 3 s. Nothing from before
             # the gap may stand for the current rate.
             self._beat_start = st[vf.BEATS]
-            self._lost = True
+            self._lost = GATE_LOST
+            self.gate |= GATE_LOST
             return None, MOTION, 0
+        self._pp = pp
         srt = sorted(ivs)
         med = srt[len(srt) // 2]
         peaks, best = self._periods()
         self._set_refractory(peaks, best)
         if not peaks:
+            self.gate |= GATE_PERIODICITY
             return None, MOTION, pp
         # Candidate reference periods: the median interval and the clear autocorrelation peaks. Each is scored
         # by the share of the window's time in intervals that span a whole number of its periods directly
@@ -329,14 +366,24 @@ class Vitals(vf.PulseFilter):
         n, total, direct = choice[2]
         kept = total / span
         if n >= _MIN_INTERVALS and kept >= _MIN_KEPT and direct >= _MIN_DIRECT * span:
+            # Octave check: a pulse is anti-phase with itself half a period later. A rhythm that repeats at half
+            # its period (gait: arm swing and steps) leaves its own rate in doubt.
+            if self._acf_at(total / n / 512) > _HALF_MAX:
+                self.gate |= GATE_OCTAVE
+                return None, MOTION, pp
             bpm = 60.0 * self.fs * 256 * n / total
             return bpm, (IRREGULAR if kept < _REGULAR_KEPT else 0), pp
         paired = n >= _MIN_INTERVALS and kept >= _MIN_KEPT  # the detections add up to whole periods
         if not paired and choice[0] * len(ivs) > _MAX_DETECTIONS * span:
+            self.gate |= GATE_RHYTHM
             return None, MOTION, pp  # beats come faster than the period but do not add up to it: not its multiple
         strong = _STRONG_PERIODICITY
-        if choice[1] is not None and choice[1] >= strong and self._acf_at(choice[0] / 512) <= _HALF_MAX:
-            return 60.0 * self.fs * 256 / choice[0], IRREGULAR, pp
+        if choice[1] is not None and choice[1] >= strong:
+            if self._acf_at(choice[0] / 512) <= _HALF_MAX:
+                return 60.0 * self.fs * 256 / choice[0], IRREGULAR, pp
+            self.gate |= GATE_OCTAVE
+            return None, MOTION, pp
+        self.gate |= GATE_RHYTHM
         return None, MOTION, pp
 
     # -- SpO2 from the ratio of ratios -------------------------------------------------------------------
@@ -365,6 +412,7 @@ class Vitals(vf.PulseFilter):
 
     def reading(self):
         """(hr_x10, spo2_x10, pi_x100, quality): integers in 0.1 bpm, 0.1 %, 0.01 %, or None when not valid."""
+        self.gate = 0
         flags = self._take_second()
         self._last_r = None
         quality = self._window_flags(_SAT_HOLD_S) & SATURATED
@@ -386,8 +434,10 @@ class Vitals(vf.PulseFilter):
         if self._use_red:
             r, corr = self._ratio()
             if r is None or corr < _MIN_CORR:
-                quality |= MOTION
-            elif self._swap_detect and r > _SWAP_R:
+                # Red and IR see the same pulse; motion moves them differently (or one has no pulse at all).
+                self.gate |= GATE_RED_IR
+                return None, None, None, quality | MOTION
+            if self._swap_detect and r > _SWAP_R:
                 quality |= CHANNELS_SWAPPED
             elif not quality & LOW_PERFUSION:
                 self._last_r = r

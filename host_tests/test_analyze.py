@@ -33,7 +33,7 @@ def test_analyze_cli_prints_one_json_object_per_second(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(rows) == 30
-    assert set(rows[0]) == {"t", "hr_bpm", "spo2_pct", "pi_pct", "quality", "reasons"}
+    assert set(rows[0]) == {"t", "hr_bpm", "spo2_pct", "pi_pct", "quality", "reasons", "gate"}
     assert rows[0]["hr_bpm"] is None and "warming_up" in rows[0]["reasons"]
     last = rows[-1]
     assert abs(last["hr_bpm"] - 72) <= 1.0 and last["quality"] == 0 and last["reasons"] == []

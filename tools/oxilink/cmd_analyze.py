@@ -2,7 +2,7 @@
 
 The CSV has a header with `red` and `ir` columns (case-insensitive, raw counts); `ir` alone gives HR only.
 Prints one JSON object per output second: t, hr_bpm, spo2_pct, pi_pct (null when not valid), quality
-(bitmask) and reasons.
+(bitmask), reasons, and gate: which criteria of the motion/signal-quality gate withheld the values.
 """
 
 from __future__ import annotations
@@ -28,6 +28,14 @@ REASONS = (
     (32, "warming_up"),
     (64, "channels_swapped"),
 )
+GATES = (  # firmware/vitals.py GATE_* bits
+    (1, "pulse_lost"),
+    (2, "aperiodic"),
+    (4, "rhythm"),
+    (8, "octave"),
+    (16, "dc_shift"),
+    (32, "red_ir"),
+)
 
 
 @dataclass
@@ -47,6 +55,10 @@ def reasons(quality: int) -> list[str]:
     return [name for bit, name in REASONS if quality & bit]
 
 
+def gates(gate: int) -> list[str]:
+    return [name for bit, name in GATES if gate & bit]
+
+
 def _value(text: str, scale: float) -> float | None:
     return None if text == "" else int(text) / scale
 
@@ -59,7 +71,7 @@ def parse_output(text: str) -> Analysis:
             continue
         if not line.strip():
             continue
-        t, hr, spo2, pi, q, r = line.split(",")
+        t, hr, spo2, pi, q, r, g = line.split(",")
         out.rows.append({
             "t": int(t),
             "hr_bpm": _value(hr, 10),
@@ -67,6 +79,7 @@ def parse_output(text: str) -> Analysis:
             "pi_pct": _value(pi, 100),
             "quality": int(q),
             "reasons": reasons(int(q)),
+            "gate": gates(int(g)),
         })
         out.ratios.append(None if r == "" else float(r))
     return out

@@ -1,7 +1,7 @@
 # MicroPython script (unix port): run the firmware's vitals pipeline over a recording.
 # Usage: micropython analyze.py SAMPLES.i32 FS [--ir-only] [--board FILE] [--no-swap-detect]
 # SAMPLES.i32 holds little-endian int32 pairs (red, ir) of raw counts. Prints one line per output second:
-#   t,hr_x10,spo2_x10,pi_x100,quality,ratio     (empty field = no value)
+#   t,hr_x10,spo2_x10,pi_x100,quality,ratio,gate     (empty field = no value; gate = Vitals.gate bits)
 # and a last line `#us_per_signal_second=<float>` timed with ticks_us around the pipeline only.
 import sys
 import time
@@ -47,7 +47,7 @@ def main(argv):
                     elapsed += ticks_diff(ticks_us(), t0)
                     sec += 1
                     r = v.last_ratio()
-                    print(f"{sec},{_fmt(hr)},{_fmt(spo2)},{_fmt(pi)},{q},{_fmt(r)}")
+                    print(f"{sec},{_fmt(hr)},{_fmt(spo2)},{_fmt(pi)},{q},{_fmt(r)},{v.gate}")
                     t0 = ticks_us()
             elapsed += ticks_diff(ticks_us(), t0)
     seconds = samples / fs
