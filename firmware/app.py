@@ -115,8 +115,9 @@ class Device:
         self.last_drain_ms = now
         if self.watchdog is not None and self._turn_in_budget():
             self.watchdog.feed()
-        while self.acq.reading_ready:
-            self.acq.reading_ready = False
+        # One reading per second of samples, lost seconds included (Vitals.gap), so each keeps its true second.
+        self.acq.reading_ready = False
+        while self.vitals.pending():
             self._add_reading()
 
     def _add_reading(self):

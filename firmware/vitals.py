@@ -2,8 +2,11 @@
 #
 # Usage (the acquisition core feeds raw counts, already un-swapped if the board says so):
 #     v = Vitals(fs, cfg["vitals"])
-#     if v.push(red, ir):                # per sample, allocation-free (vitals_filter.PulseFilter)
+#     v.push(red, ir)                    # per sample, allocation-free (vitals_filter.PulseFilter)
+#     v.gap(n)                           # n samples lost (FIFO overflow): allocation-free
+#     while v.pending():                 # one reading per second of the timeline, lost seconds included
 #         hr_x10, spo2_x10, pi_x100, quality = v.reading()
+# (push() also returns True when it completes a second, for callers that never see gaps.)
 # A value is None when it is not trustworthy; `quality` is a bitmask of the reasons (0 = good). When `motion`
 # is set, `v.gate` says which criterion of the motion/signal-quality gate withheld the values (GATE_* bits).
 # reading() works on fixed-size rings: it may allocate transiently, nothing that grows with run time.
@@ -20,6 +23,7 @@ LOW_PERFUSION = const(8)
 IRREGULAR = const(16)
 WARMING_UP = const(32)
 CHANNELS_SWAPPED = const(64)
+LOST = const(128)  # samples of this second were lost (FIFO overflow), or its reading was not taken in time
 # Motion / signal-quality gate: which criterion withheld the values (Vitals.gate; docs/vitals.md explains each).
 GATE_LOST = const(1)  # no beat and no pulse-sized swing for 3 s, or no beats 10 s after the finger arrived
 GATE_PERIODICITY = const(2)  # spectral concentration: under 30 % of the window's power is periodic at any lag
@@ -43,6 +47,7 @@ REASONS = (
     (IRREGULAR, "irregular"),
     (WARMING_UP, "warming_up"),
     (CHANNELS_SWAPPED, "channels_swapped"),
+    (LOST, "lost"),
 )
 
 DEFAULTS = {
@@ -128,9 +133,46 @@ class Vitals(vf.PulseFilter):
         # is missing (that gate), not warming up
         self._pp = 0  # median cycle peak-to-peak of the last heart rate (Q4 counts), for the DC-shift gate
         self.gate = 0  # gate criteria that withheld the last reading (GATE_* bits)
+        self.lost = 0  # samples reported lost through gap() (wraps at 2**30)
+        self._owed = 0  # seconds the holes completed, not yet read (they follow the READY ones before them)
+        self._gap_first = 0  # timeline seconds _gap_first.._gap_last hold lost samples: their readings are null
+        self._gap_last = -1
         self._acf = (1, [], 1.0)  # (first lag, normalised autocorrelation per lag, samples per lag) of _periods()
         self._last_r = None  # ratio of ratios of the last reading (for calibration tools)
         self._refr0 = self._st[vf.REFR]
+
+    # -- lost samples ------------------------------------------------------------------------------------
+
+    def gap(self, n):
+        """n samples were lost before the next push() (the acquisition core's drain path: allocation-free).
+
+        Every second that holds lost samples gives a reading without values (quality LOST), in its place on
+        the timeline, so every later reading keeps its true second; the filters and the interval window
+        restart at the next sample, so no PPG is spliced across the hole."""
+        if n <= 0:
+            return
+        st = self._st
+        first = self._sec + st[vf.READY] + self._owed  # the second the hole starts in
+        if self._gap_last < self._sec:
+            self._gap_first = first  # (otherwise the previous hole is not read yet: one range)
+        k = self.skip(n)
+        self._owed += k
+        self._gap_last = first + k  # the hole ends in the second that is still filling
+        self.lost = (self.lost + n) & 0x3FFFFFFF
+
+    def pending(self):
+        """Readings due: one per second of samples (lost ones included) not yet taken with reading()."""
+        return self._st[vf.READY] + self._owed
+
+    def _lost_second(self):
+        i = self._sec % _SECONDS
+        self._dc_ir[i] = self._dc_red[i] = 0.0
+        self._ri[i] = self._ii[i] = self._rr[i] = 0.0
+        self._peak[i] = 0
+        self._flags[i] = LOST
+        self._sec += 1
+        self._valid_s = 0
+        return None, None, None, LOST
 
     # -- per-second ring ---------------------------------------------------------------------------------
 
@@ -411,8 +453,21 @@ class Vitals(vf.PulseFilter):
     # -- the per-second reading --------------------------------------------------------------------------
 
     def reading(self):
-        """(hr_x10, spo2_x10, pi_x100, quality): integers in 0.1 bpm, 0.1 %, 0.01 %, or None when not valid."""
+        """(hr_x10, spo2_x10, pi_x100, quality) of the oldest second due: integers in 0.1 bpm, 0.1 %, 0.01 %,
+        or None when not valid."""
         self.gate = 0
+        st = self._st
+        sec = self._sec
+        if self._owed and sec >= self._gap_first:
+            self._owed -= 1  # a second the hole completed
+            return self._lost_second()
+        ready = st[vf.READY]
+        if ready:
+            st[vf.READY] = ready - 1
+            if ready > 1:
+                return self._lost_second()  # a later second overwrote its sums before it was read
+        if self._gap_first <= sec <= self._gap_last:
+            return self._lost_second()  # the second the hole ended in: part of its samples are missing
         flags = self._take_second()
         self._last_r = None
         quality = self._window_flags(_SAT_HOLD_S) & SATURATED

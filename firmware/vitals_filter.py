@@ -2,7 +2,9 @@
 #
 # `PulseFilter.push(red, ir)` is a viper method: integer-only, allocation-free, called at the output rate
 # with raw 18-bit counts. It keeps all state in one preallocated array('i') and returns True once per second
-# of samples; the per-second stage (vitals.Vitals) then reads the second's sums and the beat ring.
+# of samples (counted in st[READY] until the per-second stage takes it); the per-second stage (vitals.Vitals)
+# then reads the second's sums and the beat ring. `skip(n)` moves the second counter over n lost samples and
+# restarts every filter at the next sample, so no PPG is spliced across the hole.
 #
 # Fixed-point ranges (ESP32 small ints and viper words are 32-bit: every intermediate stays within +-2**30):
 #   x        raw counts, clamped to 0..2**18-1
@@ -96,6 +98,8 @@ APOS = const(57)  # samples written to ACF_RING (wraps at 2**30)
 _H30 = const(58)  # holds 2**30 for the sign extension
 _SLOPE_RING = const(544)  # the last 32 pulse-up samples, for the slope
 _SPOS = const(59)
+READY = const(60)  # seconds completed by push() and not yet taken by the per-second stage
+_RESTART = const(61)  # 1: restart every filter at the next sample (samples were lost)
 _ACF_TMP = const(576)  # the window, winsorised and scaled, for autocorrelate()
 _ACF_CLIP = const(2)
 _STATE_LEN = const(832)
@@ -163,8 +167,9 @@ class PulseFilter:
         s[ACC + S_SUM_RED] += red
         d_ir = ir - ((((int(s[_IR + _C_DC]) + h30) & m31) - h30) >> 8)
         d_red = red - ((((int(s[_RED + _C_DC]) + h30) & m31) - h30) >> 8)
-        if d_ir > _SNAP or d_ir < 0 - _SNAP or d_red > _SNAP or d_red < 0 - _SNAP:
-            # Finger placed or removed, or a jump no filter should follow: restart from this sample.
+        if d_ir > _SNAP or d_ir < 0 - _SNAP or d_red > _SNAP or d_red < 0 - _SNAP or int(s[_RESTART]) != 0:
+            # Finger placed or removed, a jump no filter should follow, or samples lost: restart from this sample.
+            s[_RESTART] = 0
             for o in range(_IR, _RED + 5):
                 s[o] = 0
             s[_IR + _C_DC] = ir << 8
@@ -179,6 +184,10 @@ class PulseFilter:
             s[_PPL] = 0
             s[AMP] = 0
             s[_DECAY_AFTER] = int(s[_MAXI])
+            s[REFR] = (60 * int(s[_FS])) // MAX_BPM  # nothing measured before the restart carries over
+            for o in range(_SLOPE_RING, _SLOPE_RING + 32):
+                s[o] = 0
+            s[_DCNT] = 0
             s[APOS] = 0
             s[RESETS] = ((((int(s[RESETS]) + h30) & m31) - h30) + 1) & 0x3FFFFFFF
             s[RESET_BEAT] = (((int(s[BEATS]) + h30) & m31) - h30)
@@ -326,9 +335,21 @@ class PulseFilter:
                 s[ACC + j] = 0
             s[LAST_SHIFT] = sh
             s[_N] = 0
+            s[READY] += 1
             return True
         s[_N] = n
         return False
+
+
+    def skip(self, n):
+        """n samples were lost: they still take their place in the second they fall in, and every filter
+        restarts at the next sample. Returns the seconds the hole completed. Allocation-free."""
+        st = self._st
+        total = st[_N] + n  # n <= 2**28 (acquisition caps it): a small int on the ESP32
+        k = total // self.fs
+        st[_N] = total - k * self.fs
+        st[_RESTART] = 1
+        return k
 
 
 @micropython.viper

@@ -38,7 +38,7 @@ report(**res)
 
 def vitals_bits() -> dict[str, int]:
     return {"NO_FINGER": 1, "SATURATED": 2, "MOTION": 4, "LOW_PERFUSION": 8, "IRREGULAR": 16,
-            "WARMING_UP": 32, "CHANNELS_SWAPPED": 64}
+            "WARMING_UP": 32, "CHANNELS_SWAPPED": 64, "LOST": 128}
 
 
 def test_reason_constants_match_the_interface(mp):

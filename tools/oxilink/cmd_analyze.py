@@ -27,6 +27,7 @@ REASONS = (
     (16, "irregular"),
     (32, "warming_up"),
     (64, "channels_swapped"),
+    (128, "lost"),
 )
 GATES = (  # firmware/vitals.py GATE_* bits
     (1, "pulse_lost"),

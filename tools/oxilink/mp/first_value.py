@@ -39,8 +39,7 @@ def main(argv):
             chip.finger_on = True
             placed = clk.now_us
         acq.wait_and_drain(1000)
-        while acq.reading_ready:
-            acq.reading_ready = False
+        while vitals.pending():
             hr, spo2, _pi, _q = vitals.reading()
             if placed is None:
                 continue

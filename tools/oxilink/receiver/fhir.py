@@ -31,7 +31,7 @@ IDENTIFIER_SYSTEM = "urn:oxilink:reading"
 # firmware/vitals.py quality bits; a value is only present when the firmware trusted it, but some flags
 # (irregular rhythm, low perfusion) still come with a value and are worth telling the reader.
 QUALITY_FLAGS = {1: "no_finger", 2: "saturated", 4: "motion", 8: "low_perfusion", 16: "irregular",
-                 32: "warming_up", 64: "channels_swapped"}
+                 32: "warming_up", 64: "channels_swapped", 128: "lost"}
 
 
 def quality_names(quality: int) -> list[str]:
