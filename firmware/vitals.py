@@ -131,7 +131,8 @@ class Vitals(vf.PulseFilter):
         self._quiet_s = 0  # consecutive seconds in which no beat was recorded
         self._lost = 0  # GATE_LOST / GATE_DC_SHIFT: the interval window restarted; until 3 new intervals the pulse
         # is missing (that gate), not warming up
-        self._pp = 0  # median cycle peak-to-peak of the last heart rate (Q4 counts), for the DC-shift gate
+        self._resettle = False  # the interval window restarted: discard the next second's beats too
+        self._pp = 0  # median cycle peak-to-peak behind the last reported heart rate (Q4), for the DC-shift gate
         self.gate = 0  # gate criteria that withheld the last reading (GATE_* bits)
         self.lost = 0  # samples reported lost through gap() (wraps at 2**30)
         self._owed = 0  # seconds the holes completed, not yet read (they follow the READY ones before them)
@@ -198,6 +199,10 @@ class Vitals(vf.PulseFilter):
         # Scale next second's AC products so |bp >> shift| stays below 512.
         peak = max(st[last + vf.S_MAX_IR], st[last + vf.S_MAX_RED] if self._use_red else 0)
         st[vf.SHIFT] = max(0, _bitlen(peak) - 9)
+        # Beats while the filters settle do not count, nor those of the second after the interval window
+        # restarted (the detector is still finding the pulse again).
+        settle = self._resettle
+        self._resettle = False
         if st[vf.RESETS] != self._resets or flags & NO_FINGER:
             self._resets = st[vf.RESETS]
             self._valid_s = 0
@@ -209,10 +214,10 @@ class Vitals(vf.PulseFilter):
             # distorted. The interval window restarts (3 new intervals are needed, as after a lost pulse).
             step = self._dc_ir[i] - self._dc_ir[(self._sec - 2) % _SECONDS]
             if self._valid_s > _SETTLE_S and self._pp and abs(step) * 16 > _DC_SHIFT * self._pp:
-                self._beat_start = st[vf.BEATS]
                 self._lost = GATE_DC_SHIFT
-        if self._valid_s < _SETTLE_S:
-            self._beat_start = st[vf.BEATS]  # beats while the filters settle do not count
+                self._resettle = settle = True
+        if settle or self._valid_s < _SETTLE_S:
+            self._beat_start = st[vf.BEATS]
         if st[vf.BEATS] != self._last_beats:
             self._last_beats = st[vf.BEATS]
             self._quiet_s = 0
@@ -364,10 +369,11 @@ class Vitals(vf.PulseFilter):
             # Pulse lost: no beat, and no swing of even a quarter of the pulses', for 3 s. Nothing from before
             # the gap may stand for the current rate.
             self._beat_start = st[vf.BEATS]
+            st[vf.APOS] = 0  # and the autocorrelation forgets what it saw before the pulse was lost
             self._lost = GATE_LOST
+            self._resettle = True
             self.gate |= GATE_LOST
             return None, MOTION, 0
-        self._pp = pp
         srt = sorted(ivs)
         med = srt[len(srt) // 2]
         peaks, best = self._periods()
@@ -499,6 +505,8 @@ class Vitals(vf.PulseFilter):
                 s = self.spo2_from_ratio(r)
                 if 50.0 <= s <= 102.0:
                     spo2 = min(100.0, s)
+        if bpm is not None:
+            self._pp = pp
         hr_x10 = int(bpm * 10 + 0.5) if bpm is not None else None
         spo2_x10 = int(spo2 * 10 + 0.5) if spo2 is not None else None
         pi_x100 = int(pi * 100 + 0.5) if pi is not None else None
