@@ -31,6 +31,7 @@ GATE_RHYTHM = const(4)  # beat intervals and autocorrelation disagree, and the p
 GATE_OCTAVE = const(8)  # the rhythm repeats at half its period: its rate is ambiguous (gait, arm swing)
 GATE_DC_SHIFT = const(16)  # sudden DC shift (the sensor moved on the skin): the interval window restarts
 GATE_RED_IR = const(32)  # red and IR pulsatile signals disagree (correlation < 0.8)
+GATE_PEAKS = const(64)  # twice as many prominent peaks as beats: a faster rhythm rides on the one measured
 GATES = (
     (GATE_LOST, "pulse_lost"),
     (GATE_PERIODICITY, "aperiodic"),
@@ -38,6 +39,7 @@ GATES = (
     (GATE_OCTAVE, "octave"),
     (GATE_DC_SHIFT, "dc_shift"),
     (GATE_RED_IR, "red_ir"),
+    (GATE_PEAKS, "extra_peaks"),
 )
 REASONS = (
     (NO_FINGER, "no_finger"),
@@ -74,6 +76,8 @@ _PEAK_SHARE = 0.8  # the shortest lag whose peak reaches this share of the highe
 _PEAK_SHARE_MIN = 0.5  # autocorrelation peaks at least this share of the highest are period candidates
 _MAX_DETECTIONS = 1.5  # detections per period above which unpaired beats veto a period on its own
 _HALF_MAX = 0.0  # any reported period needs an anti-phase autocorrelation at half of it (no octave doubt)
+_EXTRA_PEAKS = 2.3  # prominent peaks per beat of the reported rate above which another rhythm is present
+_PEAK_PROMINENCE = const(3)  # a peak counts when it rises and falls by 1/3 of the typical swing (1/6 of p-p)
 _DC_SHIFT = 6  # DC step between two seconds above this many median pulse heights: the sensor moved
 _STRONG_PERIODICITY = 0.4  # periodicity this strong gives a HR on its own when the beats do not
 _MIN_DIRECT = 0.5  # below: the rhythm holds only by joining detections (a multiple of the period)
@@ -123,6 +127,7 @@ class Vitals(vf.PulseFilter):
         self._rr = array("f", bytearray(4 * _SECONDS))
         self._flags = array("i", bytearray(4 * _SECONDS))
         self._peak = array("i", bytearray(4 * _SECONDS))  # largest |band-passed IR| of each second (Q4)
+        self._npk = array("i", bytearray(4 * _SECONDS))  # prominent maxima counted in each second
         self._sec = 0  # seconds seen (ring position)
         self._valid_s = 0  # consecutive seconds with a finger and no restart
         self._resets = 0
@@ -167,6 +172,7 @@ class Vitals(vf.PulseFilter):
 
     def _lost_second(self):
         i = self._sec % _SECONDS
+        self._npk[i] = 0
         self._dc_ir[i] = self._dc_red[i] = 0.0
         self._ri[i] = self._ii[i] = self._rr[i] = 0.0
         self._peak[i] = 0
@@ -189,6 +195,7 @@ class Vitals(vf.PulseFilter):
         self._ii[i] = st[last + vf.S_II] * scale
         self._rr[i] = st[last + vf.S_RR] * scale
         self._peak[i] = st[last + vf.S_MAX_IR]
+        self._npk[i] = st[last + vf.S_PEAKS]
         flags = 0
         if st[last + vf.S_SAT]:
             flags |= SATURATED
@@ -196,6 +203,9 @@ class Vitals(vf.PulseFilter):
             flags |= NO_FINGER
         self._flags[i] = flags
         self._sec += 1
+        # The peak counter's prominence follows the typical swing of the last 5 s.
+        sw = sorted(self._peak[(self._sec - k) % _SECONDS] for k in range(1, min(5, self._sec) + 1))
+        st[vf.PK_H] = max(4, sw[len(sw) // 2] // _PEAK_PROMINENCE)
         # Scale next second's AC products so |bp >> shift| stays below 512.
         peak = max(st[last + vf.S_MAX_IR], st[last + vf.S_MAX_RED] if self._use_red else 0)
         st[vf.SHIFT] = max(0, _bitlen(peak) - 9)
@@ -290,6 +300,16 @@ class Vitals(vf.PulseFilter):
                 off = 0.5 * (a - c) / den if den < 0 else 0.0
                 peaks.append(((lo + i + off) * scale, b))
         return peaks, best
+
+    def _extra_peaks(self, bpm):
+        """True when the signal held over _EXTRA_PEAKS prominent peaks per beat of bpm in the HR window."""
+        w = min(_HR_WINDOW_S, self._valid_s - _SETTLE_S)
+        if w < 3:
+            return False
+        n = 0
+        for k in range(1, w + 1):
+            n += self._npk[(self._sec - k) % _SECONDS]
+        return n * 60 > _EXTRA_PEAKS * bpm * w
 
     def _acf_at(self, period):
         """Normalised autocorrelation at a period in samples (linear interpolation; 0 outside the lags)."""
@@ -420,6 +440,9 @@ class Vitals(vf.PulseFilter):
                 self.gate |= GATE_OCTAVE
                 return None, MOTION, pp
             bpm = 60.0 * self.fs * 256 * n / total
+            if self._extra_peaks(bpm):
+                self.gate |= GATE_PEAKS
+                return None, MOTION, pp
             return bpm, (IRREGULAR if kept < _REGULAR_KEPT else 0), pp
         paired = n >= _MIN_INTERVALS and kept >= _MIN_KEPT  # the detections add up to whole periods
         if not paired and choice[0] * len(ivs) > _MAX_DETECTIONS * span:
@@ -428,7 +451,11 @@ class Vitals(vf.PulseFilter):
         strong = _STRONG_PERIODICITY
         if choice[1] is not None and choice[1] >= strong:
             if self._acf_at(choice[0] / 512) <= _HALF_MAX:
-                return 60.0 * self.fs * 256 / choice[0], IRREGULAR, pp
+                bpm = 60.0 * self.fs * 256 / choice[0]
+                if self._extra_peaks(bpm):
+                    self.gate |= GATE_PEAKS
+                    return None, MOTION, pp
+                return bpm, IRREGULAR, pp
             self.gate |= GATE_OCTAVE
             return None, MOTION, pp
         self.gate |= GATE_RHYTHM

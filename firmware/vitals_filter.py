@@ -77,7 +77,8 @@ S_MAX_IR = const(5)
 S_MAX_RED = const(6)
 S_SAT = const(7)
 S_CLIP = const(8)
-_NSUMS = const(9)
+S_PEAKS = const(9)  # prominent maxima of the pulse-up signal (rise and fall of at least PK_H each)
+_NSUMS = const(10)
 LAST_SHIFT = const(51)
 BEATS = const(52)  # beats recorded so far (wraps at 2**30)
 RESETS = const(53)  # state restarts (finger placed/removed, large jumps)
@@ -100,9 +101,12 @@ _SLOPE_RING = const(544)  # the last 32 pulse-up samples, for the slope
 _SPOS = const(59)
 READY = const(60)  # seconds completed by push() and not yet taken by the per-second stage
 _RESTART = const(61)  # 1: restart every filter at the next sample (samples were lost)
+PK_H = const(62)  # prominence a maximum needs to count in S_PEAKS (Q4), set by the per-second stage
+_PK_X = const(63)  # the running extreme of the peak counter: a maximum while rising, a minimum while falling
 _ACF_TMP = const(576)  # the window, winsorised and scaled, for autocorrelate()
 _ACF_CLIP = const(2)
-_STATE_LEN = const(832)
+_PK_UP = const(832)  # 1: the peak counter is rising (looking for a maximum)
+_STATE_LEN = const(833)
 
 MAX_BPM = const(220)
 MIN_BPM = const(25)
@@ -188,6 +192,8 @@ class PulseFilter:
             for o in range(_SLOPE_RING, _SLOPE_RING + 32):
                 s[o] = 0
             s[_DCNT] = 0
+            s[_PK_X] = 0
+            s[_PK_UP] = 0
             s[APOS] = 0
             s[RESETS] = ((((int(s[RESETS]) + h30) & m31) - h30) + 1) & 0x3FFFFFFF
             s[RESET_BEAT] = (((int(s[BEATS]) + h30) & m31) - h30)
@@ -267,6 +273,22 @@ class PulseFilter:
             s[ACF_RING + (pos & _ACF_MASK)] = v
             s[APOS] = (pos + 1) & 0x3FFFFFFF
         s[_DCNT] = dn
+        # Prominent maxima (hysteresis PK_H both ways): a pulse gives one per beat (two with a dicrotic wave),
+        # a faster rhythm riding on it (motion) more.
+        h = (((int(s[PK_H]) + h30) & m31) - h30)
+        x = (((int(s[_PK_X]) + h30) & m31) - h30)
+        if int(s[_PK_UP]) != 0:
+            if sd > x:
+                s[_PK_X] = sd
+            elif sd < x - h:
+                s[ACC + S_PEAKS] += 1
+                s[_PK_UP] = 0
+                s[_PK_X] = sd
+        elif sd < x:
+            s[_PK_X] = sd
+        elif sd > x + h:
+            s[_PK_UP] = 1
+            s[_PK_X] = sd
         # slope over D = fs // 20 samples (a 50 ms step whatever the rate): quantisation-proof at 400 Hz
         spos = (((int(s[_SPOS]) + h30) & m31) - h30)
         d = sd - (((int(s[_SLOPE_RING + ((spos - dec) & 31)]) + h30) & m31) - h30)

@@ -50,6 +50,7 @@ FIRES = [
     ("rhythm", ("wrist", "s2_high_resistance_bike", 20, 70), 10),  # pedalling: detections that add up to nothing
     ("octave", ("wrist", "s8_walk", 30, 70), 20),  # walking: arm swing and steps, the rhythm repeats at half period
     ("dc_shift", ("welltory", "11", 0, 40), 3),  # a phone camera whose finger shifts on the lens
+    ("extra_peaks", ("wrist", "s5_run", 10, 50), 10),  # running: a faster rhythm rides on the arm swing measured
 ]
 # (criterion, recording, segment): stretches of a trusted pulse where the criterion must stay quiet.
 QUIET = [
@@ -58,6 +59,7 @@ QUIET = [
     ("rhythm", ("bidmc", "01", 100, 160)),
     ("octave", ("welltory", "09", 0, 80)),  # camera PPG with a marked dicrotic wave
     ("dc_shift", ("uw", ("Right", "100002"), 100, 200)),  # camera exposure drifting, no step
+    ("extra_peaks", ("welltory", "09", 0, 80)),  # a dicrotic wave: two peaks per beat, not another rhythm
 ]
 
 

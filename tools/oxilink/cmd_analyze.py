@@ -36,6 +36,7 @@ GATES = (  # firmware/vitals.py GATE_* bits
     (8, "octave"),
     (16, "dc_shift"),
     (32, "red_ir"),
+    (64, "extra_peaks"),
 )
 
 
