@@ -38,7 +38,7 @@ except Exception as e:
 
 
 @pytest.fixture
-def env(tmp_path):
+def env(tmp_path, mpbuild):  # after mpbuild: the CLI board check runs on that build
     e = dict(os.environ, OXILINK_SECRETS=str(tmp_path / "secrets"), OXILINK_VAR=str(tmp_path / "var"),
              OXILINK_WIFI_SSID="lab-net", OXILINK_WIFI_PASSWORD="hunter2-wifi")
     return e
@@ -52,7 +52,7 @@ def mode(path):
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_provision_creates_identity_registry_and_broker_config(tmp_path, env):
+def test_provision_creates_identity_registry_and_broker_config(tmp_path, env, mpbuild):
     port = free_port()
     proc = oxilink(env, "provision", "dev-p1", "--board", "sim", "--broker", f"localhost:{port}")
     assert proc.returncode == 0, proc.stderr
@@ -78,7 +78,7 @@ def test_provision_creates_identity_registry_and_broker_config(tmp_path, env):
     assert json.loads((dev / "secrets.json").read_text())["kid"] == secrets["kid"]  # reused, not replaced
 
 
-def test_bad_device_id_and_board_are_refused(env):
+def test_bad_device_id_and_board_are_refused(env, mpbuild):
     bad = oxilink(env, "provision", "Jane Doe", "--board", "sim")
     assert bad.returncode != 0 and "pseudonym" in bad.stderr
     missing = oxilink(env, "provision", "dev-x", "--board", "no-such-board")

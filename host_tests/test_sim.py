@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_fleet_with_broker_outage_loses_nothing(tmp_path):
+def test_fleet_with_broker_outage_loses_nothing(tmp_path, mpbuild):
     proc = subprocess.run([ROOT / ".venv" / "bin" / "oxilink", "sim", "--devices", "3", "--duration", "60",
                            "--broker-outage", "10", "--root", str(tmp_path), "--quiet"],
                           capture_output=True, text=True, timeout=600)
@@ -35,7 +35,7 @@ def _sim(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_every_run_starts_a_fresh_system(tmp_path):
+def test_every_run_starts_a_fresh_system(tmp_path, mpbuild):
     """The simulated boards' flash is RAM (counters restart at 0): a second run must not reuse the first run's
     keys or database, where its batches would be taken for duplicates and silently dropped."""
     root = tmp_path / "sim"

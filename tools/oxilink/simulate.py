@@ -32,6 +32,10 @@ from .receiver.audit import AuditLog, default_actor
 from .receiver.registry import DeviceRegistry
 from .receiver.store import open_store
 
+# A simulated board's flash is a RAM block device in its MicroPython heap (about 600 KB for the sim board's
+# queue), beside the ~100 KB the firmware itself needs: more than the 32-bit unix port's 1 MiB default heap.
+DEVICE_HEAP = "4M"
+
 SIM_FS = 100  # the sim board's output rate (boards/sim.json)
 MARKER = ".oxilink-sim"
 
@@ -155,7 +159,8 @@ class SimSystem:
                 args += ["--source", str(source)]
             log = open(self.root / f"{dev.device_id}.log", "w")
             self.procs.append((dev.device_id, mprun.popen(paths.FIRMWARE / "sim" / "run_device.py", args,
-                                                          stdout=log, stderr=subprocess.STDOUT, cwd=paths.ROOT)))
+                                                          heapsize=DEVICE_HEAP, stdout=log, stderr=subprocess.STDOUT,
+                                                          cwd=paths.ROOT)))
         if self.o.source:
             what = str(self.o.source)
         elif sources[0]:
