@@ -106,6 +106,35 @@ def codings(resource: dict, system: str) -> list[str]:
     return [c["code"] for c in resource["code"]["coding"] if c["system"] == system]
 
 
+def check_phd_bundle(bundle: dict, flagged: set[tuple[str, int, int]]) -> dict[str, int]:
+    """The acceptance checks of a transaction Bundle: it parses (R4B); every entry is a conditional create on
+    the resource's first identifier; every SpO2, pulse rate and PI Observation has its MDC and LOINC codings,
+    a UCUM unit and references a PhdDevice and the PhgDevice of the Bundle; every reading in `flagged`
+    ((device, counter, offset) with quality flags) has a device status Observation. Returns counts by type."""
+    Bundle.model_validate(bundle)
+    by_url = {e["fullUrl"]: e["resource"] for e in bundle["entry"]}
+    status = set()
+    counts: dict[str, int] = defaultdict(int)
+    for e in bundle["entry"]:
+        r = e["resource"]
+        counts[r["resourceType"]] += 1
+        assert e["request"]["ifNoneExist"] == "identifier={system}|{value}".format(**r["identifier"][0])
+        if r["resourceType"] != "Observation":
+            continue
+        assert by_url[r["device"]["reference"]]["meta"]["profile"] == [PHD + "PhdDevice"]
+        assert by_url[r["extension"][0]["valueReference"]["reference"]]["meta"]["profile"] == [PHD + "PhgDevice"]
+        mdc = codings(r, MDC)
+        if mdc == ["150604"]:
+            device, counter, offset, _ = r["identifier"][0]["value"].split("/")
+            status.add((device, int(counter), int(offset)))
+            continue
+        m = next(m for m in MEASURES if mdc == [str(m.mdc[0])])
+        assert codings(r, LOINC) == [c for c, _ in m.loinc]
+        assert (r["valueQuantity"]["system"], r["valueQuantity"]["code"]) == (UCUM, m.ucum)
+    assert status == flagged
+    return dict(counts)
+
+
 @pytest.fixture
 def ward(tmp_path) -> Ward:
     w = Ward(tmp_path)
@@ -290,7 +319,8 @@ class FhirServer:
 def test_transaction_bundle_of_conditional_creates_imports_once(ward):
     text = ward.export("--bundle", "transaction", patients={"dev-a": "Patient/p1"})
     bundle = json.loads(text)
-    Bundle.model_validate(bundle)
+    assert check_phd_bundle(bundle, {("dev-a", c, 16) for c in range(1, 5)}) == {"Device": 2,
+                                                                                  "Observation": 3 * 116 + 4}
     assert bundle["type"] == "transaction" and len(text.splitlines()) == len(bundle["entry"]) + 2
     for e in bundle["entry"]:
         ident = e["resource"]["identifier"][0]
