@@ -433,10 +433,10 @@ def test_minute_summaries_match_the_csv_and_shrink_the_export_50_times(tmp_path)
         assert got[key]["n"] == figures["n"]
 
 
-def test_a_minute_without_valid_values_says_why(tmp_path):
+def test_a_minute_without_valid_values_says_why_and_counts_the_flags(tmp_path):
     ward = Ward(tmp_path)
     dev = ward.device("dev-a")
-    raw = [(None, None, None, 1)] * 30  # no finger for the whole batch
+    raw = [(None, None, None, 1)] * 28 + [(None, None, None, 1 | 0x100), (None, None, None, 1 | 16 | 0x200)]
     ward.ingest([(dev, sealed.encode_batch("dev-a", T0 - 40, 1000, "sim-1.0", 0, raw))])  # 11:06:00 to :30
     bundle = json.loads(ward.export("--resolution", "1m", "--bundle", "transaction"))
     Bundle.model_validate(bundle)
@@ -447,4 +447,5 @@ def test_a_minute_without_valid_values_says_why(tmp_path):
     assert components[("149530", "count")]["valueInteger"] == 0 and components[("readings", "totalcount")][
         "valueInteger"] == 30
     assert [c["code"]["coding"][0]["code"] for c in status["component"]] == ["150604.4"]
-    assert status["note"][0]["text"] == "firmware quality flags in the period (seconds): no_finger 30"
+    assert status["note"][0]["text"] == ("firmware quality flags in the period (seconds): no_finger 30, irregular 1, "
+                                         "0x300 2; no MDC_PULS_OXIM_DEV_STATUS bit for: irregular, 0x300")

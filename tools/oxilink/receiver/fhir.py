@@ -198,30 +198,38 @@ def status_note(quality: int) -> str:
     return text + (f"; no MDC_PULS_OXIM_DEV_STATUS bit for: {', '.join(unmapped)}" if unmapped else "")
 
 
-def status_observation(r: Reading, device: Key, ctx: Context) -> tuple[dict, Key]:
-    """The pulse oximeter's device status for a reading with quality flags: one component per set bit."""
-    patient = ctx.patients.patient(r.device, r.t)
-    key = Key("Observation", fhir_id("oxl", "status", r.device, r.counter, r.offset), READING_SYSTEM,
-              f"{r.device}/{r.counter}/{r.offset}/status")
+def device_status(key: Key, device: Key, device_name: str, ctx: Context, patient: str | None, when: dict,
+                  quality: int, note: str, identifiers: list[dict] | None = None) -> dict:
+    """A PhdBitsEnumerationObservation of MDC_PULS_OXIM_DEV_STATUS: one component per 150604 bit the quality
+    mask sets (all of them are events: only set bits are reported)."""
     obs = {
         "resourceType": "Observation",
         "id": key.id,
         "meta": {"profile": [PHD_PROFILE + "PhdBitsEnumerationObservation"]},
         "extension": ctx.gateway_extension(),
-        "identifier": [{"system": key.system, "value": key.value},
-                       *phd_identifier(r.device, patient, MDC_PULS_OXIM_DEV_STATUS, r.t)],
+        "identifier": [{"system": key.system, "value": key.value}, *(identifiers or [])],
         "status": "final",
         "category": [PHD_CATEGORY],
         "code": DEV_STATUS_CODE,
         **ctx.subject(patient),
-        "effectiveDateTime": fhir_datetime(r.t),
-        "device": {"reference": ctx.refer(device), "display": r.device},
-        "note": [{"text": status_note(r.quality)}],
+        **when,
+        "device": {"reference": ctx.refer(device), "display": device_name},
+        "note": [{"text": note}],
     }
-    components = status_components(status_bits(r.quality))
+    components = status_components(status_bits(quality))
     if components:
         obs["component"] = components
-    return obs, key
+    return obs
+
+
+def status_observation(r: Reading, device: Key, ctx: Context) -> tuple[dict, Key]:
+    """The pulse oximeter's device status for a reading with quality flags."""
+    patient = ctx.patients.patient(r.device, r.t)
+    key = Key("Observation", fhir_id("oxl", "status", r.device, r.counter, r.offset), READING_SYSTEM,
+              f"{r.device}/{r.counter}/{r.offset}/status")
+    return device_status(key, device, r.device, ctx, patient, {"effectiveDateTime": fhir_datetime(r.t)},
+                         r.quality, status_note(r.quality),
+                         phd_identifier(r.device, patient, MDC_PULS_OXIM_DEV_STATUS, r.t)), key
 
 
 def reading_resources(r: Reading, device: Key, ctx: Context) -> list[tuple[dict, Key]]:

@@ -17,26 +17,24 @@ not device measurements, so they claim neither the PHD nor the vital-signs profi
 from __future__ import annotations
 
 import statistics
-from collections import Counter
 from collections.abc import Iterable, Iterator
+from functools import reduce
+from operator import or_
 
-from ..firmware_facts import quality_flags
-from .devstatus import FLAG_BITS
+from ..firmware_facts import quality_flags, quality_names
+from .devstatus import unmapped_flags
 from .fhir import (
-    DEV_STATUS_CODE,
     OXILINK_CODES,
     PERFUSION,
-    PHD_CATEGORY,
-    PHD_PROFILE,
     PULSE_RATE,
     SPO2,
     VITAL_SIGNS,
     Context,
     Key,
     Measure,
+    device_status,
     fhir_datetime,
     fhir_id,
-    status_components,
 )
 from .store import Reading
 
@@ -95,13 +93,14 @@ def _components(readings: list[Reading]) -> list[dict]:
     return out
 
 
-def _flag_note(readings: list[Reading]) -> str:
-    seconds = Counter(name for r in readings for bit, name in quality_flags() if r.quality & bit)
-    unmapped = sorted(name for name in seconds if FLAG_BITS.get(name) is None)
-    text = "firmware quality flags in the period (seconds): " + ", ".join(
-        f"{name} {seconds[name]}" for _, name in quality_flags() if name in seconds)
-    other = sum(1 for r in readings if r.quality & ~sum(bit for bit, _ in quality_flags()))
-    text += f", undefined bits {other}" if other else ""
+def _flag_note(readings: list[Reading], quality: int) -> str:
+    """The seconds each flag was raised, in the firmware's order (bits it does not define counted together)."""
+    bits = {name: bit for bit, name in quality_flags()}
+    undefined = ~sum(bits.values())
+    seconds = [(name, sum(1 for r in readings if r.quality & bits.get(name, undefined)))
+               for name in quality_names(quality)]
+    text = "firmware quality flags in the period (seconds): " + ", ".join(f"{name} {n}" for name, n in seconds)
+    unmapped = unmapped_flags(quality)
     return text + (f"; no MDC_PULS_OXIM_DEV_STATUS bit for: {', '.join(unmapped)}" if unmapped else "")
 
 
@@ -129,25 +128,9 @@ def summary_resources(device: str, start: int, version: str, readings: list[Read
     out = [(summary, key)]
     flagged = [r for r in readings if r.quality]
     if flagged:
-        bits = sorted({b for r in flagged for bit, name in quality_flags()
-                       if r.quality & bit and (b := FLAG_BITS.get(name)) is not None})
+        quality = reduce(or_, (r.quality for r in flagged))  # an event bit set in any second is set for the period
         status_key = Key("Observation", fhir_id("oxl-1m-status", device, start, version[:12]), SUMMARY_SYSTEM,
                          ident + "/status")
-        status = {
-            "resourceType": "Observation",
-            "id": status_key.id,
-            "meta": {"profile": [PHD_PROFILE + "PhdBitsEnumerationObservation"]},
-            "extension": ctx.gateway_extension(),
-            "identifier": [{"system": status_key.system, "value": status_key.value}],
-            "status": "final",
-            "category": [PHD_CATEGORY],
-            "code": DEV_STATUS_CODE,
-            **ctx.subject(patient),
-            **when,
-            **device_ref,
-            "note": [{"text": _flag_note(flagged)}],
-        }
-        if bits:
-            status["component"] = status_components(bits)
-        out.append((status, status_key))
+        out.append((device_status(status_key, device_key, device, ctx, patient, when, quality,
+                                  _flag_note(flagged, quality)), status_key))
     return out
