@@ -367,6 +367,22 @@ def test_a_firmware_update_or_recalibration_is_a_new_device_version(tmp_path):
     assert f'"id":"{devices[0]["id"]}"' in first and devices[2]["id"] not in first
 
 
+def test_a_board_the_receiver_cannot_read_is_logged_and_left_out(tmp_path, caplog):
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    (boards / "broken.json").write_text(json.dumps({"board": "broken", "platform": "unix", "sensr": {}}))
+    ward = Ward(tmp_path, boards)
+    ward.device("dev-a", board="broken")
+    ward.device("dev-b", board="gone")
+    with caplog.at_level("WARNING", logger="oxilink.receiver"):
+        ward.batches("dev-a", [T0])
+        ward.batches("dev-b", [T0])
+    assert "sensr: unknown key" in caplog.text and "gone.json is missing" in caplog.text
+    devices = [r for r in ndjson(ward.export()) if r["resourceType"] == "Device"][1:]
+    assert [(d["manufacturer"], d["modelNumber"], "property" in d) for d in devices] == [
+        ("unknown", "broken", False), ("unknown", "gone", False)]  # the batches are stored all the same
+
+
 def test_a_database_from_before_device_versions_still_exports(tmp_path):
     db = tmp_path / "old.sqlite"
     import sqlite3

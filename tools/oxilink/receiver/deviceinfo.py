@@ -91,13 +91,13 @@ class DeviceFacts:
         self.registry = registry
         self.boards = Path(boards)
         self._versions: dict[tuple, DeviceVersion] = {}
-        self._boards: dict[str, tuple[tuple[int, int] | None, dict | None]] = {}
+        self._boards: dict[str, tuple[tuple[int, int] | None, dict | None, str | None]] = {}
 
     def version(self, device: str, fw: str, cfg: int) -> DeviceVersion:
         facts = self.registry.description(device) if self.registry is not None else {}
         board_name = facts.get("board")
-        board = self._board(board_name) if board_name else None
-        key = (device, fw, cfg, board_name, facts.get("certificate_serial"), id(board))
+        board, digest = self._board(board_name) if board_name else (None, None)
+        key = (device, fw, cfg, board_name, facts.get("certificate_serial"), digest)
         version = self._versions.get(key)
         if version is None:
             version = DeviceVersion.of(describe(device, fw, cfg, board_name=board_name, board=board,
@@ -105,7 +105,8 @@ class DeviceFacts:
             self._versions[key] = version
         return version
 
-    def _board(self, name: str) -> dict | None:
+    def _board(self, name: str) -> tuple[dict | None, str | None]:
+        """The validated board file and a digest of it, re-read when the file changes (mtime, size)."""
         path = self.boards / f"{name}.json"
         try:
             st = path.stat()
@@ -114,15 +115,15 @@ class DeviceFacts:
             stamp = None
         cached = self._boards.get(name)
         if cached is not None and cached[0] == stamp:
-            return cached[1]
+            return cached[1], cached[2]
         board = None
         if stamp is None:
             log.warning("board file %s is missing: device versions of %s boards carry no board facts", path, name)
         else:
-            conf = boardconf()
             try:
-                board = conf.validate(json.loads(path.read_text()), str(path))
+                board = boardconf().validate(json.loads(path.read_text()), str(path))
             except (ValueError, OSError) as e:  # BoardError is a ValueError, as is bad JSON
                 log.warning("board file %s is not usable, device versions carry no board facts: %s", path, e)
-        self._boards[name] = (stamp, board)
-        return board
+        digest = hashlib.sha256(canonical(board).encode()).hexdigest() if board else None
+        self._boards[name] = (stamp, board, digest)
+        return board, digest

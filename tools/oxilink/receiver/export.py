@@ -63,15 +63,15 @@ class _Devices:
         self.store = store
         self.writer = writer
         self.docs = {(d, v): doc for d, v, doc in store.device_versions(device, since, until)}
-        self.keys: dict[tuple[str, str], Key] = {}
-        self.written: set[str] = set()
+        self.written: set[str] = set()  # device version ids, and the gateway's
 
     def key(self, device: str, version: str) -> tuple[DeviceVersion, Key]:
         if (device, version) not in self.docs:  # a batch that arrived after the span was looked up
             self.docs.update({(d, v): doc for d, v, doc in self.store.device_versions(device)})
         v = version_from_store(device, version, self.docs.get((device, version)))
-        if not self.written:
+        if "gateway" not in self.written:
             self.writer.add(*gateway_resource())
+            self.written.add("gateway")
         if v.id not in self.written:
             self.writer.add(*device_resource(v))
             self.written.add(v.id)
