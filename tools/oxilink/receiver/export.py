@@ -9,20 +9,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from .audit import iso_utc
 from .deviceinfo import DeviceVersion, version_from_store
-from .fhir import Context, Key, PatientMap, reading_resources
+from .fhir import Context, Key, PatientMap, fhir_datetime, reading_resources
 from .fhir_bundle import NdjsonWriter, TransactionWriter
 from .fhir_device import device_key, device_resource, gateway_key, gateway_resource
 from .fhir_summary import summary_resources, windows
 from .store import Reading, Store
 
 CSV_COLUMNS = ("device", "counter", "t", "hr_bpm", "spo2_pct", "pi_pct", "quality")
-
-
-def iso_t(t: float) -> str:
-    """ISO 8601 UTC, with milliseconds only when the time has a fraction."""
-    return iso_utc(t) if t % 1 else iso_utc(t).replace(".000Z", "Z")
 
 
 def _cell(v: float | int | None) -> str:
@@ -37,7 +31,7 @@ def write_csv(readings: Iterable[Reading], out: TextIO) -> int:
     w.writerow(CSV_COLUMNS)
     n = 0
     for r in readings:
-        w.writerow((r.device, r.counter, iso_t(r.t), _cell(r.hr_bpm), _cell(r.spo2_pct), _cell(r.pi_pct),
+        w.writerow((r.device, r.counter, fhir_datetime(r.t), _cell(r.hr_bpm), _cell(r.spo2_pct), _cell(r.pi_pct),
                     r.quality))
         n += 1
     return n

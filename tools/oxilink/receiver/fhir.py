@@ -136,6 +136,7 @@ def fhir_id(*parts: object) -> str:
 
 
 def fhir_datetime(t: float) -> str:
+    """ISO 8601 UTC, with milliseconds only when the time has a fraction (also the CSV's time format)."""
     return iso_utc(t) if t % 1 else iso_utc(t).replace(".000Z", "Z")
 
 
