@@ -10,6 +10,7 @@ import stat
 import subprocess
 
 import pytest
+from cryptography import x509
 
 from mqtt_peer import Peer
 from oxilink.broker import RECEIVER_CN, Mosquitto, free_port
@@ -66,7 +67,9 @@ def test_provision_creates_identity_registry_and_broker_config(tmp_path, env, mp
     for secret in (secrets["key"], secrets["base_iv"], "hunter2-wifi"):
         assert secret not in proc.stdout + proc.stderr  # never printed
     registry = json.loads((tmp_path / "secrets" / "devices.json").read_text())
-    assert "dev-p1" in json.dumps(registry)
+    cert = x509.load_pem_x509_certificate((dev / "device.pem").read_bytes())
+    entry = registry["devices"]["dev-p1"]  # what the receiver's FHIR Device says about the board
+    assert (entry["board"], entry["certificate_serial"]) == ("sim", format(cert.serial_number, "x"))
     conf = (tmp_path / "secrets" / "broker" / "mosquitto.conf").read_text()
     for line in ("require_certificate true", "use_identity_as_username true", f"listener {port} 127.0.0.1",
                  "crlfile", "allow_anonymous false"):

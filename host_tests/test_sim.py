@@ -28,6 +28,17 @@ def test_fleet_with_broker_outage_loses_nothing(tmp_path, mpbuild):
         assert valid >= 50, (device, valid)
         assert report["lost_samples"] == 0
     assert "oxilink export fhir" in proc.stdout  # tells the user what to do next
+    # What it stored exports as PHD IG FHIR: a transaction Bundle in which every measurement has both
+    # codings and its Device, and every flagged second its device status (test_receiver_fhir.py).
+    from test_receiver_fhir import check_phd_bundle
+
+    flagged = set(con.execute('SELECT device, counter, "offset" FROM readings WHERE quality != 0'))
+    out = tmp_path / "export.json"
+    assert subprocess.run([ROOT / ".venv" / "bin" / "oxilink", "export", "fhir", "--bundle", "transaction",
+                           "--db", str(tmp_path / "readings.sqlite"), "--audit", str(tmp_path / "audit.log"),
+                           "-o", str(out)], timeout=120).returncode == 0
+    counts = check_phd_bundle(json.loads(out.read_text()), flagged)
+    assert counts["Device"] == 1 + 3  # the receiver and the three boards (one firmware each)
 
 
 def _sim(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:

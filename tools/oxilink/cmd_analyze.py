@@ -17,17 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from . import mprun, ppgdata
+from .firmware_facts import quality_flags
 
 SCRIPT = Path(__file__).parent / "mp" / "analyze.py"
-REASONS = (
-    (1, "no_finger"),
-    (2, "saturated"),
-    (4, "motion"),
-    (8, "low_perfusion"),
-    (16, "irregular"),
-    (32, "warming_up"),
-    (64, "channels_swapped"),
-)
 
 
 @dataclass
@@ -44,7 +36,7 @@ class Analysis:
 
 
 def reasons(quality: int) -> list[str]:
-    return [name for bit, name in REASONS if quality & bit]
+    return [name for bit, name in quality_flags() if quality & bit]
 
 
 def _value(text: str, scale: float) -> float | None:

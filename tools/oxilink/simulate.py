@@ -37,6 +37,7 @@ from .receiver.store import open_store
 DEVICE_HEAP = "4M"
 
 SIM_FS = 100  # the sim board's output rate (boards/sim.json)
+SIM_BOARD = "sim"
 MARKER = ".oxilink-sim"
 
 
@@ -132,6 +133,9 @@ class SimSystem:
         known = registry.devices()
         registry.register_devices([(d.device_id, d.kid, d.key, d.base_iv) for d in devices
                                    if d.device_id not in known])
+        for d in devices:
+            registry.describe_device(d.device_id, board=SIM_BOARD,
+                                     certificate_serial=format(ca.serial_of(d.folder / "device.pem"), "x"))
         self.broker = Mosquitto(self.root / "broker", ca).start()
         say(f"Mosquitto on 127.0.0.1:{self.broker.port} (mutual TLS, CA {ca.cert_path})")
         issued = ca.folder / "issued"
