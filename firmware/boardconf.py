@@ -32,6 +32,8 @@ I2C_BUSES = {"esp32": 2, "esp32s3": 2, "esp32c3": 1, "unix": 1}
 SCHEMA = {
     "board": ("str", REQUIRED, None),
     "description": ("str", "", None),
+    "manufacturer": ("str", "", None),  # who makes the device as a whole (on its FHIR Device)
+    "model": ("str", "", None),  # its model name or number (on its FHIR Device)
     "platform": ("str", REQUIRED, PLATFORMS),
     "i2c": {
         "bus": ("int", 0, [0, 1]),

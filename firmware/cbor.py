@@ -7,6 +7,8 @@
 # the way, which allocates; pass bytes to text() to avoid that). dumps()/loads() allocate freely and
 # are meant for status reports, tests and tools.
 
+import struct
+
 from micropython import const
 
 _UINT = const(0)
@@ -74,11 +76,14 @@ class Writer:
         p = self.pos
         if size == 0:
             buf[p] = (major << 5) | n
+        elif size == 1:
+            buf[p] = (major << 5) | 24
+            buf[p + 1] = n
         else:
-            buf[p] = (major << 5) | (24 if size == 1 else 25 if size == 2 else 26 if size == 4 else 27)
-            for i in range(size):
-                buf[p + size - i] = n & 0xFF
-                n >>= 8
+            # pack_into writes big ints (a unix time is one on a 32-bit port) without arithmetic on them, so
+            # nothing is allocated; shifting one would allocate a new big int per byte.
+            buf[p] = (major << 5) | (25 if size == 2 else 26 if size == 4 else 27)
+            struct.pack_into(">H" if size == 2 else ">I" if size == 4 else ">Q", buf, p + 1, n)
         self.pos = p + 1 + size
 
     def int(self, n):

@@ -25,7 +25,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*OXILINK, *args], capture_output=True, text=True, timeout=300)
 
 
-def test_analyze_cli_prints_one_json_object_per_second(tmp_path: Path):
+def test_analyze_cli_prints_one_json_object_per_second(tmp_path: Path, mpbuild):
     p = _pulse(100, 30, 72)
     csv = tmp_path / "rec.csv"
     csv.write_text("Red,IR\n" + "".join(f"{int(80000 - 200 * v)},{int(100000 - 400 * v)}\n" for v in p))
@@ -41,7 +41,7 @@ def test_analyze_cli_prints_one_json_object_per_second(tmp_path: Path):
     assert last["pi_pct"] == pytest.approx(0.4, abs=0.08)
 
 
-def test_analyze_ir_only_gives_hr_without_spo2(tmp_path: Path):
+def test_analyze_ir_only_gives_hr_without_spo2(tmp_path: Path, mpbuild):
     csv = tmp_path / "ir.csv"
     csv.write_text("ir\n" + "".join(f"{int(100000 - 400 * v)}\n" for v in _pulse(50, 25, 110)))
     proc = _cli("analyze", str(csv), "--fs", "50")
@@ -69,14 +69,14 @@ def test_scoring_uses_the_nearest_reference_within_two_seconds():
 
 
 @pytest.mark.parametrize("rec_id", ["05", "22"])
-def test_bidmc_heart_rate(data_dir: Path, rec_id: str):
+def test_bidmc_heart_rate(data_dir: Path, rec_id: str, mpbuild):
     rec = ppgdata.bidmc(rec_id, data_dir)
     res = cmd_analyze.run_arrays(rec.ir, None, 125)
     s = bench_dsp.score(*res.series("hr_bpm"), rec.ref_hr).summary(5)
     assert s["mae"] <= 1.2 and s["coverage_pct"] >= 90 and s["within_pct"] >= 97, s
 
 
-def test_uw_phone_heart_rate(data_dir: Path):
+def test_uw_phone_heart_rate(data_dir: Path, mpbuild):
     rec = ppgdata.uw("Right", "100002", data_dir)
     res = cmd_analyze.run_arrays(rec.ir[: 30 * 300], None, 30)
     s = bench_dsp.score(*res.series("hr_bpm"), rec.ref_hr).summary(5)
@@ -91,21 +91,21 @@ def test_camera_channel_falls_back_to_green_only_when_red_is_clipped():
     assert list(ppgdata.camera_channel(["time", "R", "G", "B"], rows)) == [255.0] * 4 + [250.0] * 5  # red
 
 
-def test_welltory_heart_rate_on_a_clipped_red_recording(data_dir: Path):
+def test_welltory_heart_rate_on_a_clipped_red_recording(data_dir: Path, mpbuild):
     rec = ppgdata.welltory("20", data_dir)  # red reads 255 in every frame: the loader takes green
     res = cmd_analyze.run_arrays(rec.ir, None, 30)
     s = bench_dsp.score(*res.series("hr_bpm"), rec.ref_hr).summary(5)
     assert s["mae"] <= 3 and s["coverage_pct"] >= 80, s
 
 
-def test_synthetic_spo2_is_recovered(data_dir: Path):
+def test_synthetic_spo2_is_recovered(data_dir: Path, mpbuild):
     rec = synth.synthetic_recording("09", seed=9, seconds=240)
     res = cmd_analyze.run_arrays(rec.ir, rec.red, 125)
     s = bench_dsp.score(*res.series("spo2_pct"), rec.ref_spo2).summary()
     assert s["mae"] <= 1.0 and s["coverage_pct"] >= 85, s
 
 
-def test_calibrate_fits_the_curve_and_writes_the_board(data_dir: Path, tmp_path: Path, repo: Path):
+def test_calibrate_fits_the_curve_and_writes_the_board(data_dir: Path, tmp_path: Path, repo: Path, mpbuild):
     curve = (104.0, -17.0, 0.0)
     files = []
     for k, rid in enumerate(("03", "11", "30")):

@@ -30,7 +30,7 @@ def test_required_boards_ship():
     assert {"esp32-devkitc", "esp32-s3-devkitc-1", "esp32-c3-devkitm-1", "sim"} <= names
 
 
-def test_every_shipped_board_is_valid():
+def test_every_shipped_board_is_valid(mpbuild):
     proc = board_check(*BOARDS)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count(": ok") == len(BOARDS)
@@ -57,7 +57,7 @@ def test_every_shipped_board_is_valid():
         (lambda c: c.__setitem__("board", "other"), 'board: "other" does not match the file name', "esp32-devkitc"),
     ],
 )
-def test_bad_board_file_names_file_field_and_allowed(tmp_path, edit, field, allowed):
+def test_bad_board_file_names_file_field_and_allowed(tmp_path, edit, field, allowed, mpbuild):
     path = write_variant(tmp_path, "esp32-devkitc", edit)
     proc = board_check(path)
     assert proc.returncode != 0
@@ -67,7 +67,7 @@ def test_bad_board_file_names_file_field_and_allowed(tmp_path, edit, field, allo
     assert allowed in line
 
 
-def test_all_errors_reported_together(tmp_path):
+def test_all_errors_reported_together(tmp_path, mpbuild):
     def edit(c):
         c["sensor"]["sampel_rate"] = 100
         c["i2c"]["freq"] = "fast"
@@ -85,12 +85,12 @@ def test_broken_json_gives_position(tmp_path):
     assert f"{path}: not valid JSON" in proc.stderr and "line 2" in proc.stderr
 
 
-def test_missing_file(tmp_path):
+def test_missing_file(tmp_path, mpbuild):
     proc = board_check(tmp_path / "nope.json")
     assert proc.returncode == 1 and "cannot read board file" in proc.stderr
 
 
-def test_c3_has_one_i2c_bus(tmp_path):
+def test_c3_has_one_i2c_bus(tmp_path, mpbuild):
     proc = board_check(write_variant(tmp_path, "esp32-c3-devkitm-1", lambda c: c["i2c"].__setitem__("bus", 1)))
     assert proc.returncode == 1 and "i2c.bus: esp32c3 has 1 I2C bus(es); allowed: 0..0" in proc.stderr
 

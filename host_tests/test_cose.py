@@ -323,7 +323,7 @@ print(binascii.hexlify(msg).decode())
     assert len(readings) == 60 and readings[0]["t"] == 1767225600 + 60 * 49
 
 
-def test_bench_seal_writes_its_report(tmp_path: Path) -> None:
+def test_bench_seal_writes_its_report(tmp_path: Path, mpbuild) -> None:
     from oxilink import bench_seal
 
     out = tmp_path / "seal.json"

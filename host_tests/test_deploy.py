@@ -36,7 +36,7 @@ def dry_run(tmp_path, board, device="dev-d1", port="/dev/ttyUSB7"):
 
 
 @pytest.mark.parametrize("board, arch", [("esp32-devkitc", "xtensawin"), ("esp32-c3-devkitm-1", "rv32imc")])
-def test_dry_run_copies_exactly_what_the_board_needs(tmp_path, board, arch):
+def test_dry_run_copies_exactly_what_the_board_needs(tmp_path, board, arch, mpbuild):
     cmds = dry_run(tmp_path, board)
     assert all(c[:3] == ["mpremote", "connect", "/dev/ttyUSB7"] for c in cmds)
     copies = {c[-1]: Path(c[-2]) for c in cmds if c[3:5] == ["fs", "cp"]}
@@ -58,7 +58,7 @@ def test_dry_run_copies_exactly_what_the_board_needs(tmp_path, board, arch):
     assert cmds[-1][3:] == ["reset"]
 
 
-def test_deploy_refuses_unknown_device_and_unix_board(tmp_path):
+def test_deploy_refuses_unknown_device_and_unix_board(tmp_path, mpbuild):
     env = dict(os.environ, OXILINK_SECRETS=str(tmp_path / "secrets"), OXILINK_VAR=str(tmp_path / "var"))
     oxilink = ROOT / ".venv" / "bin" / "oxilink"
     missing = subprocess.run([oxilink, "deploy", "--board", "esp32-devkitc", "--device", "ghost", "--port", "x",

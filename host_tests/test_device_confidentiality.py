@@ -78,7 +78,7 @@ def parse_publish(flags: int, body: bytes) -> tuple[str, bytes]:
     return topic.decode(), body[at:]
 
 
-def test_every_byte_the_device_sends_is_sealed(tmp_path, plain_broker, pki, secrets_root):
+def test_every_byte_the_device_sends_is_sealed(tmp_path, plain_broker, pki, secrets_root, mpbuild):
     ident = provision_device("dev-wire", root=secrets_root)
     other = provision_device("dev-other", root=secrets_root)
     mine = lambda kid: [(ident.key, ident.base_iv)] if kid == ident.kid else []  # noqa: E731

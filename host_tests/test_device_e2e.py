@@ -20,6 +20,7 @@ from oxilink import mprun, paths
 from oxilink.broker import RECEIVER_CN
 from oxilink.provision import provision_device
 from oxilink.sealed import decode_batch, open_encrypt0
+from oxilink.simulate import DEVICE_HEAP
 
 SPEED = 3
 # fault schedule in simulated seconds: slow broker, 3-minute outage, 60 s stall (> the 5 s PUBACK wait)
@@ -30,11 +31,11 @@ SIM_SECONDS = 600
 def start_device(identity, port, sim_seconds, speed, extra=()):
     return mprun.popen(paths.FIRMWARE / "sim" / "run_device.py",
                        ["--secrets", str(identity.folder), "--speed", str(speed), "--duration", str(sim_seconds),
-                        "--port", str(port), "--grace", "60", *extra],
+                        "--port", str(port), "--grace", "60", *extra], heapsize=DEVICE_HEAP,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=paths.ROOT)
 
 
-def test_ten_minutes_with_outage_and_stall_lose_nothing(broker, pki, secrets_root):
+def test_ten_minutes_with_outage_and_stall_lose_nothing(broker, pki, secrets_root, mpbuild):
     ident = provision_device("dev-e2e", root=secrets_root)
     keys = lambda kid: [(ident.key, ident.base_iv)] if kid == ident.kid else []  # noqa: E731
     proxy = FaultProxy(broker.port, delay=0.3)

@@ -75,7 +75,7 @@ def assert_status_matches(status, noted, report, *, rssi, insecure):
     assert status["time"] is not None and status["time"] > time.time() - 3600
 
 
-def test_status_on_connect_and_last_will(tmp_path, broker, pki, secrets_root):
+def test_status_on_connect_and_last_will(tmp_path, broker, pki, secrets_root, mpbuild):
     ident = provision_device("dev-status", root=secrets_root)
     peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
     peer.subscribe("oxilink/dev-status/status")
@@ -127,7 +127,7 @@ say("report", d.report())
 """
 
 
-def test_plain_tcp_only_when_the_board_says_so_and_loudly(tmp_path, plain_broker, pki, secrets_root):
+def test_plain_tcp_only_when_the_board_says_so_and_loudly(tmp_path, plain_broker, pki, secrets_root, mpbuild):
     ident = provision_device("dev-plain", root=secrets_root)
     peer = Peer(plain_broker, pki.issue(RECEIVER_CN), pki.cert_path)  # the receiver still uses TLS
     peer.subscribe("oxilink/dev-plain/#")

@@ -41,7 +41,7 @@ say("report", d.report())
 
 
 @pytest.mark.parametrize("fault", ["nack", "stuck"])
-def test_stuck_sensor_stops_feeding(tmp_path, broker, secrets_root, fault):
+def test_stuck_sensor_stops_feeding(tmp_path, broker, secrets_root, fault, mpbuild):
     ident = provision_device("dev-wdt-sensor", root=secrets_root)
     with DeviceProcess(tmp_path / "dev", STUCK_SENSOR, {"secrets": str(ident.folder), "port": broker.port,
                                                         "fault": fault, "watchdog_ms": WATCHDOG_MS}) as dev:
@@ -73,7 +73,7 @@ say("report", d.report())
 """
 
 
-def test_slow_and_stalled_network_keeps_feeding(tmp_path, broker, secrets_root):
+def test_slow_and_stalled_network_keeps_feeding(tmp_path, broker, secrets_root, mpbuild):
     ident = provision_device("dev-wdt-net", root=secrets_root)
     with (FaultProxy(broker.port, delay=0.3) as proxy,
           DeviceProcess(tmp_path / "dev", NETWORK_TROUBLE, {"secrets": str(ident.folder), "port": proxy.port,

@@ -10,6 +10,7 @@ import stat
 import subprocess
 
 import pytest
+from cryptography import x509
 
 from mqtt_peer import Peer
 from oxilink.broker import RECEIVER_CN, Mosquitto, free_port
@@ -38,7 +39,7 @@ except Exception as e:
 
 
 @pytest.fixture
-def env(tmp_path):
+def env(tmp_path, mpbuild):  # after mpbuild: the CLI board check runs on that build
     e = dict(os.environ, OXILINK_SECRETS=str(tmp_path / "secrets"), OXILINK_VAR=str(tmp_path / "var"),
              OXILINK_WIFI_SSID="lab-net", OXILINK_WIFI_PASSWORD="hunter2-wifi")
     return e
@@ -52,7 +53,7 @@ def mode(path):
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_provision_creates_identity_registry_and_broker_config(tmp_path, env):
+def test_provision_creates_identity_registry_and_broker_config(tmp_path, env, mpbuild):
     port = free_port()
     proc = oxilink(env, "provision", "dev-p1", "--board", "sim", "--broker", f"localhost:{port}")
     assert proc.returncode == 0, proc.stderr
@@ -66,7 +67,9 @@ def test_provision_creates_identity_registry_and_broker_config(tmp_path, env):
     for secret in (secrets["key"], secrets["base_iv"], "hunter2-wifi"):
         assert secret not in proc.stdout + proc.stderr  # never printed
     registry = json.loads((tmp_path / "secrets" / "devices.json").read_text())
-    assert "dev-p1" in json.dumps(registry)
+    cert = x509.load_pem_x509_certificate((dev / "device.pem").read_bytes())
+    entry = registry["devices"]["dev-p1"]  # what the receiver's FHIR Device says about the board
+    assert (entry["board"], entry["certificate_serial"]) == ("sim", format(cert.serial_number, "x"))
     conf = (tmp_path / "secrets" / "broker" / "mosquitto.conf").read_text()
     for line in ("require_certificate true", "use_identity_as_username true", f"listener {port} 127.0.0.1",
                  "crlfile", "allow_anonymous false"):
@@ -78,7 +81,7 @@ def test_provision_creates_identity_registry_and_broker_config(tmp_path, env):
     assert json.loads((dev / "secrets.json").read_text())["kid"] == secrets["kid"]  # reused, not replaced
 
 
-def test_bad_device_id_and_board_are_refused(env):
+def test_bad_device_id_and_board_are_refused(env, mpbuild):
     bad = oxilink(env, "provision", "Jane Doe", "--board", "sim")
     assert bad.returncode != 0 and "pseudonym" in bad.stderr
     missing = oxilink(env, "provision", "dev-x", "--board", "no-such-board")

@@ -1,5 +1,5 @@
 """Data out: CSV columns and empty cells, FHIR Observations (validated by fhir.resources), patient mapping
-with periods, time arguments, and the plot."""
+with periods, time arguments, and the plot. The PHD IG rules of the FHIR export: test_receiver_fhir.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from fhir.resources.R4B.observation import Observation
 
 from oxilink.cli import main as oxilink
 from oxilink.receiver.audit import read_entries
-from oxilink.receiver.fhir import PatientMap, observations
+from oxilink.receiver.fhir import Context, Key, PatientMap, logical_reference, reading_resources
+from oxilink.receiver.fhir_device import gateway_key
 from oxilink.receiver.store import Reading, open_store
 from oxilink.receiver.timeparse import parse_time
 
@@ -62,34 +63,41 @@ def test_every_observation_validates_and_follows_the_vital_signs_profile(db, tmp
     out = tmp_path / "obs.ndjson"
     assert oxilink(["export", "fhir", "--device", "dev-a", "--since", str(T0), "--db", str(db), "--patients",
                     str(patients), "--audit", str(tmp_path / "audit.log"), "-o", str(out)]) == 0
-    obs = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(obs) == 2 * (120 - 4 * 1)  # one withheld reading per batch of 30 (the 17th)
+    obs = [o for line in out.read_text().splitlines() if (o := json.loads(line))["resourceType"] == "Observation"]
+    valued = [o for o in obs if "valueQuantity" in o]
+    assert len(valued) == 3 * (120 - 4 * 1)  # SpO2, pulse rate, PI; one withheld reading per batch (the 17th)
     for o in obs:
         Observation.model_validate(o)
-        assert o["category"][0]["coding"][0]["code"] == "vital-signs"
-        assert o["status"] == "final" and o["device"]["reference"] == "Device/dev-a"
-    hr = [o for o in obs if o["code"]["coding"][0]["code"] == "8867-4"]
-    assert {o["valueQuantity"]["code"] for o in hr} == {"/min"}
-    assert {o["valueQuantity"]["system"] for o in obs} == {"http://unitsofmeasure.org"}
+        assert o["status"] == "final" and o["device"]["reference"].startswith("Device/oxl-dev-dev-a-")
+    vital = [o for o in valued if o["category"][0]["coding"][0]["code"] == "vital-signs"]
+    assert len(vital) == 2 * 116
+    hr = [o for o in obs if any(c["code"] == "8867-4" for c in o["code"]["coding"])]
+    assert len(hr) == 116 and {o["valueQuantity"]["code"] for o in hr} == {"/min"}
+    assert {o["valueQuantity"]["system"] for o in valued} == {"http://unitsofmeasure.org"}
     subjects = [o["subject"]["reference"] for o in obs]
     assert subjects[0] == "Patient/a" and subjects[-1] == "Patient/b"
     assert len({o["id"] for o in obs}) == len(obs)
+    entry = [e for e in read_entries(tmp_path / "audit.log") if e["event"] == "export"][-1]
+    assert entry["detail"]["resources"] == {"Device": 2, "Observation": 3 * 116 + 4}
 
 
 def test_unmapped_device_has_no_subject_and_a_warning(db, tmp_path, capsys):
     assert oxilink(["export", "fhir", "--db", str(db), "--patients", str(tmp_path / "none.json"),
                     "--audit", str(tmp_path / "audit.log")]) == 0
     cap = capsys.readouterr()
-    assert "have no subject" in cap.err
+    assert "have no subject" in cap.err and "Observation 352" in cap.err
     assert all("subject" not in json.loads(line) for line in cap.out.splitlines())
 
 
 def test_quality_flags_travel_as_a_note():
-    obs = list(observations(iter([reading(0, quality=16 | 8)]), PatientMap({})))
-    assert len(obs) == 2
-    assert obs[0]["note"] == [{"text": "signal quality flags: low_perfusion, irregular"}]
-    assert obs[0]["effectiveDateTime"].endswith("Z")
-    Observation.model_validate(obs[0])
+    ctx = Context(PatientMap({}), logical_reference, gateway_key())
+    device = Key("Device", "oxl-dev-dev-a-0", "urn:oxilink:device-version", "dev-a/0")
+    resources = reading_resources(reading(0, quality=16 | 8), device, ctx)
+    assert [r["code"]["coding"][0]["code"] for r, _ in resources] == ["150456", "149530", "150448", "150604"]
+    obs = resources[0][0]
+    assert obs["note"] == [{"text": "signal quality flags: low_perfusion, irregular"}]
+    assert obs["effectiveDateTime"].endswith("Z")
+    Observation.model_validate(obs)
 
 
 @pytest.mark.parametrize(("text", "expected"), [

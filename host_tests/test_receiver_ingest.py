@@ -165,19 +165,28 @@ def test_firmware_batches_are_stored_once_and_exported(mp, tmp_path, broker, pki
     out = cli("export", "fhir", "--device", dev.device_id, "--since", str(start - 1), "--db", str(rx.db_path),
               "--audit", str(rx.audit_path), "--patients", str(patients), "--operator", "nurse.jones")
     assert out.returncode == 0, out.stderr
-    observations = [json.loads(line) for line in out.stdout.splitlines()]
-    assert len(observations) == 2 * 4 * 27  # hr + spo2 for each reading that has values
+    resources = [json.loads(line) for line in out.stdout.splitlines()]
+    observations = [r for r in resources if r["resourceType"] == "Observation"]
+    assert len(observations) == 3 * 4 * 27 + 4 * 3  # SpO2, pulse rate, PI per valued reading; a status per gap
     from fhir.resources.observation import Observation as ObservationR5
+    from fhir.resources.R4B.device import Device as DeviceR4B
     from fhir.resources.R4B.observation import Observation as ObservationR4B
 
+    devices = [r for r in resources if r["resourceType"] == "Device"]
+    for d in devices:
+        DeviceR4B.model_validate(d)
+    _gateway, device = devices
+    # What the firmware put in every batch reaches the Device: its version and board configuration version.
+    assert {(v["type"]["text"], v["value"]) for v in device["version"]} >= {
+        ("Firmware revision", "fw-test"), ("Board configuration version (cfg, sent in every batch)", "3")}
     for obs in observations:
         ObservationR4B.model_validate(obs)
         ObservationR5.model_validate(obs)
         assert obs["subject"] == {"reference": "Patient/p-1001"}
-        assert obs["device"]["reference"] == f"Device/{dev.device_id}"
-    spo2 = [o for o in observations if o["meta"]["profile"] == ["http://hl7.org/fhir/StructureDefinition/oxygensat"]]
+        assert obs["device"]["reference"] == f"Device/{device['id']}"
+    spo2 = [o for o in observations if o["meta"]["profile"][0] == "http://hl7.org/fhir/StructureDefinition/oxygensat"]
     assert len(spo2) == 4 * 27
-    assert {c["code"] for c in spo2[0]["code"]["coding"]} == {"59408-5", "2708-6"}
+    assert {c["code"] for c in spo2[0]["code"]["coding"]} == {"150456", "59408-5", "2708-6"}
     assert spo2[0]["valueQuantity"]["code"] == "%"
 
     out = cli("export", "csv", "--device", dev.device_id, "--db", str(rx.db_path), "--audit", str(rx.audit_path))
@@ -192,7 +201,7 @@ def test_firmware_batches_are_stored_once_and_exported(mp, tmp_path, broker, pki
     exports = [e for e in read_entries(rx.audit_path) if e["event"] == "export"]
     assert [(e["detail"]["format"], e["actor"].split("@")[0]) for e in exports] == \
         [("fhir", "export:nurse.jones"), ("csv", f"export:{getpass.getuser()}")]
-    assert exports[0]["detail"]["observations"] == len(observations)
+    assert exports[0]["detail"]["resources"] == {"Device": 2, "Observation": len(observations)}
     assert cli("audit", "verify", "--audit", str(rx.audit_path)).returncode == 0
 
 

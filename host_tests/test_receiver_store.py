@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from oxilink.receiver.deviceinfo import DeviceVersion, describe
 from oxilink.receiver.fleet import SimDevice
 from oxilink.receiver.model import Accepted
 from oxilink.receiver.store import SQLITE_MIGRATIONS, Reading, open_store
@@ -76,6 +77,34 @@ def test_migrations_are_versioned_and_idempotent(backend):
     backend.sql(f"INSERT INTO schema_migrations VALUES ({latest + 1}, 'from the future', 0)")
     with pytest.raises(RuntimeError, match="newer than this oxilink"):
         open_store(backend.url)
+
+
+def test_a_schema_1_database_keeps_its_batches_and_gains_device_versions(backend):
+    """Batches stored before device versions existed read back with a key made of their fw and cfg; new
+    batches name their stored version; device_versions() lists both in the order they first appear."""
+    backend.sql("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+                "applied_at REAL NOT NULL)")
+    for sql in backend.migrations[0][2]:  # version 1 exactly as it shipped
+        backend.sql(sql)
+    backend.sql("INSERT INTO schema_migrations VALUES (1, 'messages and readings', 0)")
+    kid = "x'01'" if backend.name == "sqlite" else "'\\x01'::bytea"
+    t0 = 1_795_000_000
+    backend.sql(f"INSERT INTO messages VALUES ('dev-a', 1, 'vitals', {kid}, 'oxilink/dev-a/vitals', 0, {t0}, 1000, "
+                "'sim-1.0', 0, 1, NULL)")
+    backend.sql(f"INSERT INTO readings VALUES ('dev-a', 1, 0, {t0}, 70.0, 97.0, 1.5, 0)")
+
+    store = open_store(backend.url)
+    assert store.schema_version() == backend.migrations[-1][0]
+    assert [r.device_version for r in store.readings()] == ["legacy:sim-1.0:0"]
+    m = accepted(SimDevice.new("dev-a"), 2, t0 + 30)
+    m.device_version = DeviceVersion.of(describe("dev-a", "sim-1.0", 0, board_name="sim"))
+    assert store.write([m, accepted_status(SimDevice.new("dev-a"), 3)]) == [True, True]
+    assert store.device_versions() == [("dev-a", "legacy:sim-1.0:0", None),
+                                       ("dev-a", m.device_version.id, m.device_version.json())]
+    assert store.device_versions("dev-a", since=t0 + 30) == store.device_versions(until=t0 + 31)[1:]
+    assert store.device_versions("dev-z") == []
+    assert {r.device_version for r in store.readings(since=t0 + 30)} == {m.device_version.id}
+    store.close()
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path):

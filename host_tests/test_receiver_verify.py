@@ -185,6 +185,25 @@ def test_a_message_is_checked_in_well_under_the_budget(env):
     assert p.stats.stored == 200
 
 
+def test_registry_describes_a_device_for_its_fhir_device(env, capsys):
+    from oxilink.cli import main as oxilink
+
+    assert env.registry.description("dev-a") == {}  # an entry from before descriptions existed
+    env.registry.describe_device("dev-a", board="esp32-devkitc", certificate_serial="0x3F0C")
+    env.registry.describe_device("dev-a", board="esp32-devkitc")  # unchanged: not audited again
+    assert DeviceRegistry(env.registry.path).description("dev-a") == {"board": "esp32-devkitc",
+                                                                       "certificate_serial": "3f0c"}
+    described = [e["detail"] for e in read_entries(env.audit.path) if e["event"] == "device_described"]
+    assert described == [{"device": "dev-a", "board": "esp32-devkitc", "certificate_serial": "3f0c"}]
+    with pytest.raises(ValueError, match="expected hex"):
+        env.registry.describe_device("dev-a", certificate_serial="serial-7")
+    with pytest.raises(KeyError):
+        env.registry.describe_device("dev-nope", board="sim")
+    assert env.registry.valid_keys(env.dev.kid)  # the keys are untouched
+    assert oxilink(["registry", "list", "--registry", str(env.registry.path), "--audit", str(env.tmp / "a.log")]) == 0
+    assert "dev-a  board esp32-devkitc  certificate serial 3f0c" in capsys.readouterr().out
+
+
 def test_registry_cli_add_rotate_revoke_list(tmp_path, capsys):
     from oxilink.cli import main as oxilink
 
@@ -203,6 +222,7 @@ def test_registry_cli_add_rotate_revoke_list(tmp_path, capsys):
     assert oxilink(["registry", "list", *common]) == 0
     out = capsys.readouterr().out
     assert "dev-x" in out and "kid 01" in out and "expired" in out and "revoked" in out
+    assert "board" not in out  # nothing recorded beyond the keys
     assert key1.read_text() not in out and key1.read_text() not in audit.read_text()
     actors = {e["actor"].split("@")[0] for e in read_entries(audit)}
     assert actors == {"registry:it.admin"}

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_fleet_with_broker_outage_loses_nothing(tmp_path):
+def test_fleet_with_broker_outage_loses_nothing(tmp_path, mpbuild):
     proc = subprocess.run([ROOT / ".venv" / "bin" / "oxilink", "sim", "--devices", "3", "--duration", "60",
                            "--broker-outage", "10", "--root", str(tmp_path), "--quiet"],
                           capture_output=True, text=True, timeout=600)
@@ -28,6 +28,17 @@ def test_fleet_with_broker_outage_loses_nothing(tmp_path):
         assert valid >= 50, (device, valid)
         assert report["lost_samples"] == 0
     assert "oxilink export fhir" in proc.stdout  # tells the user what to do next
+    # What it stored exports as PHD IG FHIR: a transaction Bundle in which every measurement has both
+    # codings and its Device, and every flagged second its device status (test_receiver_fhir.py).
+    from test_receiver_fhir import check_phd_bundle
+
+    flagged = set(con.execute('SELECT device, counter, "offset" FROM readings WHERE quality != 0'))
+    out = tmp_path / "export.json"
+    assert subprocess.run([ROOT / ".venv" / "bin" / "oxilink", "export", "fhir", "--bundle", "transaction",
+                           "--db", str(tmp_path / "readings.sqlite"), "--audit", str(tmp_path / "audit.log"),
+                           "-o", str(out)], timeout=120).returncode == 0
+    counts = check_phd_bundle(json.loads(out.read_text()), flagged)
+    assert counts["Device"] == 1 + 3  # the receiver and the three boards (one firmware each)
 
 
 def _sim(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
@@ -35,7 +46,7 @@ def _sim(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_every_run_starts_a_fresh_system(tmp_path):
+def test_every_run_starts_a_fresh_system(tmp_path, mpbuild):
     """The simulated boards' flash is RAM (counters restart at 0): a second run must not reuse the first run's
     keys or database, where its batches would be taken for duplicates and silently dropped."""
     root = tmp_path / "sim"

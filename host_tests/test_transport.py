@@ -89,7 +89,7 @@ def assert_complete_in_order(got, n):
     assert first_seen == expected  # in order: each record first arrives after all earlier ones
 
 
-def test_clean_link_delivers_everything_in_order(tmp_path, broker, pki, receiver):
+def test_clean_link_delivers_everything_in_order(tmp_path, broker, pki, receiver, mpbuild):
     result, out = run_device(tmp_path, broker.port, 60, 20, 40, {"pki": (pki, "dev-t"), "schedule": lambda: None})
     assert result["depth"] == 0 and result["made"] == 60, out
     got = collect(receiver, 60)
@@ -98,7 +98,7 @@ def test_clean_link_delivers_everything_in_order(tmp_path, broker, pki, receiver
     assert result["stats"]["connects"] == 1 and result["stats"]["acked"] == 60
 
 
-def test_drop_stall_refuse_lose_nothing(tmp_path, broker, pki, receiver):
+def test_drop_stall_refuse_lose_nothing(tmp_path, broker, pki, receiver, mpbuild):
     proxy = FaultProxy(broker.port)
     events = []
 
@@ -133,7 +133,7 @@ def test_drop_stall_refuse_lose_nothing(tmp_path, broker, pki, receiver):
     assert result["errors_logged"] == 0  # outages after the first connect are handled silently, counted
 
 
-def test_first_failure_reported_and_queue_kept(tmp_path, pki):
+def test_first_failure_reported_and_queue_kept(tmp_path, pki, mpbuild):
     from oxilink.broker import free_port
 
     result, out = run_device(tmp_path, free_port(), 20, 10, 3, {"pki": (pki, "dev-t"), "schedule": lambda: None})

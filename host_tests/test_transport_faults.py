@@ -98,7 +98,7 @@ def tls_fault(tmp_path, pki, kind):
 
 
 @pytest.mark.parametrize("kind", ["wrong-ca", "unknown-cert", "expired-cert"])
-def test_tls_identity_fault_is_counted_reported_once_and_loses_nothing(tmp_path, broker, pki, identity, kind):
+def test_tls_identity_fault_is_counted_reported_once_and_loses_nothing(tmp_path, broker, pki, identity, kind, mpbuild):
     bad, cause = tls_fault(tmp_path, pki, kind)
     peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
     peer.subscribe(f"oxilink/{identity.device_id}/#")
@@ -118,7 +118,7 @@ def test_tls_identity_fault_is_counted_reported_once_and_loses_nothing(tmp_path,
     assert_everything_arrived(got, identity, report)
 
 
-def test_broker_refusing_the_client_is_counted_and_loses_nothing(tmp_path, broker, pki, identity):
+def test_broker_refusing_the_client_is_counted_and_loses_nothing(tmp_path, broker, pki, identity, mpbuild):
     """Mosquitto's `clientid_prefixes` (an operator allowing only one fleet's client ids) answers our CONNECT
     with CONNACK 5 "not authorized" over a perfectly good TLS session. Fixing the broker's configuration
     lets the queued data through. The receiver (a client id the prefix allows) subscribes first: the device
@@ -162,7 +162,7 @@ say("report", d.report())
 """
 
 
-def test_wifi_loss_is_counted_keeps_data_and_recovers(tmp_path, broker, pki, identity):
+def test_wifi_loss_is_counted_keeps_data_and_recovers(tmp_path, broker, pki, identity, mpbuild):
     peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
     peer.subscribe(f"oxilink/{identity.device_id}/#")
     with DeviceProcess(tmp_path / "dev", WIFI_LOSS, {"secrets": str(identity.folder), "port": broker.port}) as dev:
@@ -191,7 +191,7 @@ say("report", d.report())
 """
 
 
-def test_tls_board_never_falls_back_to_plain(tmp_path, pki, identity):
+def test_tls_board_never_falls_back_to_plain(tmp_path, pki, identity, mpbuild):
     """A TLS board pointed at a plain MQTT listener: every connection starts a TLS handshake, no MQTT byte
     ever goes out in clear, nothing reaches the broker, everything stays queued."""
     plain = Mosquitto(tmp_path / "plain-broker", pki, plain_port=free_port())
@@ -214,7 +214,7 @@ def test_tls_board_never_falls_back_to_plain(tmp_path, pki, identity):
     assert b"MQTT" not in proxy.captured  # no CONNECT (protocol name "MQTT") ever sent in clear
 
 
-def test_tls_board_without_tls_context_refuses_to_start(tmp_path, identity):
+def test_tls_board_without_tls_context_refuses_to_start(tmp_path, identity, mpbuild):
     dev = DeviceProcess(tmp_path / "dev", "from sim_device import SimDevice\nSimDevice()\n",
                         {"secrets": str(identity.folder), "port": 1, "no_tls_context": True})
     dev.proc.wait(30)

@@ -145,6 +145,10 @@ class Max30102Sim:
         self._sr = _SAMPLE_RATES[(spo2 >> 2) & 7]
         self._avg = _AVERAGING[fifo >> 5]
         self._range = 2048 << ((spo2 >> 5) & 3)
+        # counts = nominal * LED current / nominal current * _NOMINAL_RANGE / range, as two small-int factors
+        # (a product of the three would pass 2**30 and allocate on a 32-bit port)
+        self._gain_mul = max(1, _NOMINAL_RANGE // self._range)
+        self._gain_div = _NOMINAL_PA * max(1, self._range // _NOMINAL_RANGE)
         self._res_mask = _FULL & ~((1 << (3 - (spo2 & 3))) - 1)
         self._rollover = fifo & 0x10
         self._a_full = 32 - (fifo & 0x0F)
@@ -182,11 +186,14 @@ class Max30102Sim:
                 if self._temp_left <= 0:
                     self._finish_temperature()
             if self._sampling:
-                self._phase += d * self._sr
                 unit = self._avg * 1000000
-                while self._phase >= unit:
-                    self._phase -= unit
-                    self._convert()
+                while d > 0:  # in steps of at most 0.1 s, so phase stays a small int at 3200 Hz
+                    step = d if d < 100000 else 100000
+                    d -= step
+                    self._phase += step * self._sr
+                    while self._phase >= unit:
+                        self._phase -= unit
+                        self._convert()
         self._update_pin()
 
     def _update_pin(self):
@@ -208,7 +215,7 @@ class Max30102Sim:
                 v = self.ambient * _NOMINAL_RANGE // self._range
             elif led <= 3:
                 channel = (2 - led) if (self.swapped_leds and led < 3) else (led - 1)
-                v = nominal[channel] * regs[0x0B + led] * _NOMINAL_RANGE // (_NOMINAL_PA * self._range)
+                v = nominal[channel] * regs[0x0B + led] * self._gain_mul // self._gain_div
             else:
                 v = 0
             if v > _FULL:

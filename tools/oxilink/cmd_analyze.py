@@ -17,27 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from . import mprun, ppgdata
+from .firmware_facts import gate_flags, quality_flags
 
 SCRIPT = Path(__file__).parent / "mp" / "analyze.py"
-REASONS = (
-    (1, "no_finger"),
-    (2, "saturated"),
-    (4, "motion"),
-    (8, "low_perfusion"),
-    (16, "irregular"),
-    (32, "warming_up"),
-    (64, "channels_swapped"),
-    (128, "lost"),
-)
-GATES = (  # firmware/vitals.py GATE_* bits
-    (1, "pulse_lost"),
-    (2, "aperiodic"),
-    (4, "rhythm"),
-    (8, "octave"),
-    (16, "dc_shift"),
-    (32, "red_ir"),
-    (64, "extra_peaks"),
-)
 
 
 @dataclass
@@ -54,11 +36,11 @@ class Analysis:
 
 
 def reasons(quality: int) -> list[str]:
-    return [name for bit, name in REASONS if quality & bit]
+    return [name for bit, name in quality_flags() if quality & bit]
 
 
 def gates(gate: int) -> list[str]:
-    return [name for bit, name in GATES if gate & bit]
+    return [name for bit, name in gate_flags() if gate & bit]
 
 
 def _value(text: str, scale: float) -> float | None:

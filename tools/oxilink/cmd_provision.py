@@ -2,9 +2,10 @@
 
 provision: creates (or reuses) the project CA, the device's EC P-256 key and certificate, its AES key, Base IV
 and key id, and its secrets.json (Wi-Fi from OXILINK_WIFI_SSID / OXILINK_WIFI_PASSWORD or a prompt), registers
-it with the receiver's registry, and regenerates the broker's configuration (secrets/broker/): TLS listener,
-require_certificate, use_identity_as_username, CRL, and the ACL that lets a device publish only under
-oxilink/<device-id>/ and read nothing. Private keys are written 0600 and never printed.
+it with the receiver's registry (keys; board name and certificate serial for the FHIR Device), and regenerates
+the broker's configuration (secrets/broker/): TLS listener, require_certificate, use_identity_as_username, CRL,
+and the ACL that lets a device publish only under oxilink/<device-id>/ and read nothing. Private keys are
+written 0600 and never printed.
 
 revoke: puts the device certificate on the CRL and revokes its keys in the registry (both audited); restart
 (or SIGHUP) the broker to apply it.
@@ -76,8 +77,9 @@ def do_provision(args: argparse.Namespace) -> int:
         registry.rotate_key(ident.device_id, ident.kid, ident.key, ident.base_iv)
     elif not known:
         registry.register_device(ident.device_id, ident.kid, ident.key, ident.base_iv)
-    write_broker_config(port, host)
     cert = x509.load_pem_x509_certificate((ident.folder / "device.pem").read_bytes())
+    registry.describe_device(ident.device_id, board=args.board, certificate_serial=format(cert.serial_number, "x"))
+    write_broker_config(port, host)
     print(f"device {ident.device_id}: secrets in {ident.folder} (private files 0600)")
     print(f"  key id {ident.kid.hex()}; certificate valid until {cert.not_valid_after_utc:%Y-%m-%d}")
     if not ssid and board["platform"] != "unix":

@@ -8,7 +8,7 @@ import sys
 import time
 
 from .receiver import setup
-from .receiver.registry import DEFAULT_OVERLAP_S, DeviceRegistry, KeyEntry, fingerprint
+from .receiver.registry import DEFAULT_OVERLAP_S, DESCRIPTION, DeviceRegistry, KeyEntry, fingerprint
 
 
 def _hex(text: str) -> bytes:
@@ -76,7 +76,8 @@ def do_list(args: argparse.Namespace) -> int:
     now = time.time()
     reg = DeviceRegistry(args.registry)
     for device, d in sorted(reg.devices().items()):
-        print(device + (" (revoked)" if d.get("revoked_at") else ""))
+        described = "".join(f"  {k.replace('_', ' ')} {d[k]}" for k in DESCRIPTION if d.get(k))
+        print(device + (" (revoked)" if d.get("revoked_at") else "") + described)
         for k in d["keys"]:
             entry = KeyEntry(device, bytes.fromhex(k["kid"]), bytes.fromhex(k["key"]), bytes.fromhex(k["base_iv"]),
                              k["not_before"], k.get("not_after"), k.get("revoked_at"))

@@ -32,7 +32,12 @@ from .receiver.audit import AuditLog, default_actor
 from .receiver.registry import DeviceRegistry
 from .receiver.store import open_store
 
+# A simulated board's flash is a RAM block device in its MicroPython heap (about 600 KB for the sim board's
+# queue), beside the ~100 KB the firmware itself needs: more than the 32-bit unix port's 1 MiB default heap.
+DEVICE_HEAP = "4M"
+
 SIM_FS = 100  # the sim board's output rate (boards/sim.json)
+SIM_BOARD = "sim"
 MARKER = ".oxilink-sim"
 
 
@@ -128,6 +133,9 @@ class SimSystem:
         known = registry.devices()
         registry.register_devices([(d.device_id, d.kid, d.key, d.base_iv) for d in devices
                                    if d.device_id not in known])
+        for d in devices:
+            registry.describe_device(d.device_id, board=SIM_BOARD,
+                                     certificate_serial=format(ca.serial_of(d.folder / "device.pem"), "x"))
         self.broker = Mosquitto(self.root / "broker", ca).start()
         say(f"Mosquitto on 127.0.0.1:{self.broker.port} (mutual TLS, CA {ca.cert_path})")
         issued = ca.folder / "issued"
@@ -155,7 +163,8 @@ class SimSystem:
                 args += ["--source", str(source)]
             log = open(self.root / f"{dev.device_id}.log", "w")
             self.procs.append((dev.device_id, mprun.popen(paths.FIRMWARE / "sim" / "run_device.py", args,
-                                                          stdout=log, stderr=subprocess.STDOUT, cwd=paths.ROOT)))
+                                                          heapsize=DEVICE_HEAP, stdout=log, stderr=subprocess.STDOUT,
+                                                          cwd=paths.ROOT)))
         if self.o.source:
             what = str(self.o.source)
         elif sources[0]:

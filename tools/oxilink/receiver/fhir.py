@@ -1,62 +1,98 @@
-"""FHIR R4 Observations for stored readings, following the vital-signs profiles.
+"""FHIR R4 Observations for stored readings, shaped as an IEEE 11073 gateway publishes them (HL7 PHD IG STU 2)
+and, where they apply, as the FHIR vital-signs profiles want them. docs/fhir.md has the code tables.
 
-  SpO2        http://hl7.org/fhir/StructureDefinition/oxygensat: LOINC 2708-6 (required by the profile) and
-              59408-5 (by pulse oximetry), UCUM "%".
-  heart rate  http://hl7.org/fhir/StructureDefinition/heartrate: LOINC 8867-4, UCUM "/min".
+  SpO2        MDC 150456 + LOINC 2708-6, 59408-5, UCUM %     PhdNumericObservation + vital-signs oxygensat
+  pulse rate  MDC 149530 + LOINC 8867-4, UCUM /min           PhdNumericObservation + vital-signs heartrate
+  PI          MDC 150448 + LOINC 61006-3, UCUM %             PhdNumericObservation
+  status      MDC 150604 (BITS, devstatus.py)                PhdBitsEnumerationObservation
 
-The device is the Observation's `device` (Device/<id>). The device knows no patient (minimum necessary):
-`subject` comes from a mapping table the operator controls (PatientMap), and is left out for a device the
-table does not map. Ids and identifiers are derived from (device, counter, offset), so exporting the same
-reading twice yields the same resource and an import can be made idempotent.
+Every Observation names its device version's Device (fhir_device.py) and the gateway that made it (the PHD
+IG's gatewayDevice extension). The device knows no patient (minimum necessary): `subject` comes from a table
+the operator controls (PatientMap) and is left out for a device the table does not map. Ids and identifiers
+derive from (device, counter, offset), so exporting the same reading twice yields the same resource, and a
+transaction import can use them for conditional creates.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+from ..firmware_facts import quality_names
 from .audit import iso_utc
+from .devstatus import ASN1_SYSTEM, DEV_STATUS_BITS, MDC_PULS_OXIM_DEV_STATUS, bit_code, status_bits, unmapped_flags
 from .store import Reading
 from .timeparse import parse_time
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
-CATEGORY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                        "code": "vital-signs", "display": "Vital Signs"}], "text": "Vital Signs"}
-IDENTIFIER_SYSTEM = "urn:oxilink:reading"
+MDC = "urn:iso:std:iso:11073:10101"
+OXILINK_CODES = "urn:oxilink:codes"  # our own codes, where no standard one says it (docs/fhir.md)
+PHD_PROFILE = "http://hl7.org/fhir/uv/phd/StructureDefinition/"
+VITALS_PROFILE = "http://hl7.org/fhir/StructureDefinition/"
+GATEWAY_EXTENSION = "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice"
+PHD_IDENTIFIER_SYSTEM = PHD_PROFILE + "PhdBaseObservation"  # the PHD IG's conditional-create identifier
+READING_SYSTEM = "urn:oxilink:reading"
+VITAL_SIGNS = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                           "code": "vital-signs", "display": "Vital Signs"}], "text": "Vital Signs"}
+PHD_CATEGORY = {"coding": [{"system": "http://hl7.org/fhir/uv/phd/CodeSystem/PhdObservationCategories",
+                            "code": "phd", "display": "PHD generated"}]}
+GHS_EPOCH = 946684800  # 2000-01-01T00:00:00Z: the PHD identifier counts seconds from here
 
-# firmware/vitals.py quality bits; a value is only present when the firmware trusted it, but some flags
-# (irregular rhythm, low perfusion) still come with a value and are worth telling the reader.
-QUALITY_FLAGS = {1: "no_finger", 2: "saturated", 4: "motion", 8: "low_perfusion", 16: "irregular",
-                 32: "warming_up", 64: "channels_swapped", 128: "lost"}
+
+@dataclass(frozen=True)
+class Key:
+    """What a resource is known by: its type and id (NDJSON) and its stable identifier (conditional create)."""
+    type: str
+    id: str
+    system: str
+    value: str
 
 
-def quality_names(quality: int) -> list[str]:
-    return [name for bit, name in QUALITY_FLAGS.items() if quality & bit] + (
-        [f"0x{quality & ~sum(QUALITY_FLAGS):x}"] if quality & ~sum(QUALITY_FLAGS) else [])
+class Referrer(Protocol):
+    def __call__(self, key: Key) -> str: ...
+
+
+def logical_reference(key: Key) -> str:
+    return f"{key.type}/{key.id}"
 
 
 @dataclass(frozen=True)
 class Measure:
     field: str
-    key: str
-    profile: str
-    codings: tuple[tuple[str, str], ...]
+    key: str  # in identifiers and ids: stable across versions of this exporter
+    profiles: tuple[str, ...]
+    mdc: tuple[int, str]
+    loinc: tuple[tuple[str, str], ...]
     text: str
     unit: str
     ucum: str
+    vital_sign: bool
+
+    def code(self, text: str | None = None) -> dict:
+        coding = [{"system": MDC, "code": str(self.mdc[0]), "display": self.mdc[1]}]
+        coding += [{"system": LOINC, "code": c, "display": d} for c, d in self.loinc]
+        return {"coding": coding, "text": text or self.text}
+
+    def quantity(self, value: float) -> dict:
+        return {"value": value, "unit": self.unit, "system": UCUM, "code": self.ucum}
 
 
-SPO2 = Measure("spo2_pct", "spo2", "http://hl7.org/fhir/StructureDefinition/oxygensat",
+NUMERIC = PHD_PROFILE + "PhdNumericObservation"
+SPO2 = Measure("spo2_pct", "spo2", (VITALS_PROFILE + "oxygensat", NUMERIC), (150456, "MDC_PULS_OXIM_SAT_O2"),
                (("2708-6", "Oxygen saturation in Arterial blood"),
-                ("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry")),
-               "SpO2", "%", "%")
-HEART_RATE = Measure("hr_bpm", "hr", "http://hl7.org/fhir/StructureDefinition/heartrate",
-                     (("8867-4", "Heart rate"),), "Heart rate", "beats/minute", "/min")
-MEASURES = (SPO2, HEART_RATE)
+                ("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry")), "SpO2", "%", "%", True)
+PULSE_RATE = Measure("hr_bpm", "hr", (VITALS_PROFILE + "heartrate", NUMERIC), (149530, "MDC_PULS_OXIM_PULS_RATE"),
+                     (("8867-4", "Heart rate"),), "Pulse rate", "beats/minute", "/min", True)
+PERFUSION = Measure("pi_pct", "pi", (NUMERIC,), (150448, "MDC_PULS_OXIM_PERF_REL"),
+                    (("61006-3", "Perfusion index Tissue by Pulse oximetry"),), "Perfusion index", "%", "%", False)
+MEASURES = (SPO2, PULSE_RATE, PERFUSION)
+DEV_STATUS_CODE = {"coding": [{"system": MDC, "code": str(MDC_PULS_OXIM_DEV_STATUS),
+                               "display": "MDC_PULS_OXIM_DEV_STATUS"}], "text": "Pulse oximeter device status"}
 
 
 class PatientMap:
@@ -93,41 +129,114 @@ class PatientMap:
         return None
 
 
-def _fhir_id(*parts: object) -> str:
-    text = "-".join(str(p) for p in parts)
-    return re.sub(r"[^A-Za-z0-9\-.]", "-", text)[:64]
+def fhir_id(*parts: object) -> str:
+    """A FHIR id ([A-Za-z0-9-.]{1,64}); a longer one keeps its start and gets a hash of the whole."""
+    text = re.sub(r"[^A-Za-z0-9\-.]", "-", "-".join(str(p) for p in parts))
+    return text if len(text) <= 64 else f"{text[:47]}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
-def _datetime(t: float) -> str:
+def fhir_datetime(t: float) -> str:
+    """ISO 8601 UTC, with milliseconds only when the time has a fraction (also the CSV's time format)."""
     return iso_utc(t) if t % 1 else iso_utc(t).replace(".000Z", "Z")
 
 
-def observation(r: Reading, m: Measure, patient: str | None) -> dict:
-    value = getattr(r, m.field)
-    ident = f"{r.device}/{r.counter}/{r.offset}/{m.key}"
+def phd_identifier(device: str, patient: str | None, code: int | str, t: float) -> list[dict]:
+    """The PHD IG's conditional-create identifier (device-patient-type-timestamp), when a patient is known.
+    The device part is our pseudonym (there is no IEEE EUI-64); the timestamp counts seconds from 2000."""
+    if patient is None:
+        return []
+    since_2000 = t - GHS_EPOCH
+    stamp = f"{since_2000:.0f}" if since_2000 % 1 == 0 else f"{since_2000:.3f}"
+    return [{"system": PHD_IDENTIFIER_SYSTEM, "value": f"{device}-{patient.rsplit('/', 1)[-1]}-{code}-{stamp}"}]
+
+
+@dataclass
+class Context:
+    """What every Observation of an export refers to."""
+    patients: PatientMap
+    refer: Referrer
+    gateway: Key
+
+    def gateway_extension(self) -> list[dict]:
+        return [{"url": GATEWAY_EXTENSION, "valueReference": {"reference": self.refer(self.gateway)}}]
+
+    def subject(self, patient: str | None) -> dict:
+        return {"subject": {"reference": patient}} if patient else {}
+
+
+def observation(r: Reading, m: Measure, device: Key, ctx: Context) -> tuple[dict, Key]:
+    patient = ctx.patients.patient(r.device, r.t)
+    key = Key("Observation", fhir_id("oxl", m.key, r.device, r.counter, r.offset), READING_SYSTEM,
+              f"{r.device}/{r.counter}/{r.offset}/{m.key}")
     obs: dict = {
         "resourceType": "Observation",
-        "id": _fhir_id("oxl", m.key, r.device, r.counter, r.offset),
-        "meta": {"profile": [m.profile]},
-        "identifier": [{"system": IDENTIFIER_SYSTEM, "value": ident}],
+        "id": key.id,
+        "meta": {"profile": list(m.profiles)},
+        "extension": ctx.gateway_extension(),
+        "identifier": [{"system": key.system, "value": key.value},
+                       *phd_identifier(r.device, patient, m.mdc[0], r.t)],
         "status": "final",
-        "category": [CATEGORY],
-        "code": {"coding": [{"system": LOINC, "code": c, "display": d} for c, d in m.codings], "text": m.text},
-        "effectiveDateTime": _datetime(r.t),
-        "valueQuantity": {"value": value, "unit": m.unit, "system": UCUM, "code": m.ucum},
-        "device": {"reference": f"Device/{_fhir_id(r.device)}", "display": r.device},
+        "category": [VITAL_SIGNS, PHD_CATEGORY] if m.vital_sign else [PHD_CATEGORY],
+        "code": m.code(),
+        **ctx.subject(patient),
+        "effectiveDateTime": fhir_datetime(r.t),
+        "valueQuantity": m.quantity(getattr(r, m.field)),
+        "device": {"reference": ctx.refer(device), "display": r.device},
     }
-    if patient:
-        obs["subject"] = {"reference": patient}
     if r.quality:
         obs["note"] = [{"text": "signal quality flags: " + ", ".join(quality_names(r.quality))}]
+    return obs, key
+
+
+def status_components(bits: list[int]) -> list[dict]:
+    return [{"code": {"coding": [{"system": ASN1_SYSTEM, "code": bit_code(b), "display": DEV_STATUS_BITS[b]}]},
+             "valueBoolean": True} for b in bits]
+
+
+def status_note(quality: int) -> str:
+    text = f"firmware quality flags 0x{quality:x}: " + ", ".join(quality_names(quality))
+    unmapped = unmapped_flags(quality)
+    return text + (f"; no MDC_PULS_OXIM_DEV_STATUS bit for: {', '.join(unmapped)}" if unmapped else "")
+
+
+def device_status(key: Key, device: Key, device_name: str, ctx: Context, patient: str | None, when: dict,
+                  quality: int, note: str, identifiers: list[dict] | None = None) -> dict:
+    """A PhdBitsEnumerationObservation of MDC_PULS_OXIM_DEV_STATUS: one component per 150604 bit the quality
+    mask sets (all of them are events: only set bits are reported)."""
+    obs = {
+        "resourceType": "Observation",
+        "id": key.id,
+        "meta": {"profile": [PHD_PROFILE + "PhdBitsEnumerationObservation"]},
+        "extension": ctx.gateway_extension(),
+        "identifier": [{"system": key.system, "value": key.value}, *(identifiers or [])],
+        "status": "final",
+        "category": [PHD_CATEGORY],
+        "code": DEV_STATUS_CODE,
+        **ctx.subject(patient),
+        **when,
+        "device": {"reference": ctx.refer(device), "display": device_name},
+        "note": [{"text": note}],
+    }
+    components = status_components(status_bits(quality))
+    if components:
+        obs["component"] = components
     return obs
 
 
-def observations(readings: Iterator[Reading], patients: PatientMap) -> Iterator[dict]:
-    """One Observation per present value: a reading without a valid SpO2 gives no SpO2 Observation."""
-    for r in readings:
-        patient = patients.patient(r.device, r.t)
-        for m in MEASURES:
-            if getattr(r, m.field) is not None:
-                yield observation(r, m, patient)
+def status_observation(r: Reading, device: Key, ctx: Context) -> tuple[dict, Key]:
+    """The pulse oximeter's device status for a reading with quality flags."""
+    patient = ctx.patients.patient(r.device, r.t)
+    key = Key("Observation", fhir_id("oxl", "status", r.device, r.counter, r.offset), READING_SYSTEM,
+              f"{r.device}/{r.counter}/{r.offset}/status")
+    return device_status(key, device, r.device, ctx, patient, {"effectiveDateTime": fhir_datetime(r.t)},
+                         r.quality, status_note(r.quality),
+                         phd_identifier(r.device, patient, MDC_PULS_OXIM_DEV_STATUS, r.t)), key
+
+
+def reading_resources(r: Reading, device: Key, ctx: Context) -> list[tuple[dict, Key]]:
+    """One Observation per present value (a reading without a valid SpO2 gives no SpO2 Observation), and the
+    device status when the reading carries quality flags."""
+    out = [observation(r, m, device, ctx) for m in MEASURES if getattr(r, m.field) is not None]
+    if r.quality:
+        out.append(status_observation(r, device, ctx))
+    return out

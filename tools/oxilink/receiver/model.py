@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .deviceinfo import DeviceVersion
 
 
 @dataclass
@@ -17,6 +20,7 @@ class Accepted:
     received_at: float
     batch: dict | None = None  # sealed.decode_batch() for vitals
     status: dict | None = None  # sealed.decode_status() for status
+    device_version: DeviceVersion | None = None  # for vitals: what the device was (deviceinfo.py)
 
     def status_json(self) -> str | None:
         return None if self.status is None else json.dumps(self.status, sort_keys=True)

@@ -1,6 +1,7 @@
 """One step of the receiver, without the network: verify a group of messages, store the accepted ones in one
 transaction, audit the rest, count everything. When process() returns, all of it is durable (store commit
-and audit fsync), so the caller may acknowledge those messages to the broker.
+and audit fsync), so the caller may acknowledge those messages to the broker. Each accepted batch is stored
+with the device version it was sent under (deviceinfo.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from .alerts import BurstDetector
 from .audit import AuditLog
+from .deviceinfo import DeviceFacts
 from .model import Accepted, Rejected
 from .store import Store
 from .verify import Verifier
@@ -59,18 +61,22 @@ def _rejection_event(r: Rejected, payload: bytes) -> tuple[str, dict]:
 
 class Pipeline:
     def __init__(self, verifier: Verifier, store: Store, audit: AuditLog, alerts: BurstDetector | None = None,
-                 stats: Stats | None = None):
+                 stats: Stats | None = None, facts: DeviceFacts | None = None):
         self.verifier = verifier
         self.store = store
         self.audit = audit
         self.alerts = alerts or BurstDetector()
         self.stats = stats or Stats()
+        self.facts = facts or DeviceFacts(verifier.registry)
         self._seen_kid: dict[str, bytes] = {}
 
     def process(self, messages: Sequence[tuple[str, bytes]], now: float | None = None) -> list[Accepted | Rejected]:
         now = time.time() if now is None else now
         results = [self.verifier.check(topic, payload, now) for topic, payload in messages]
         accepted = [r for r in results if isinstance(r, Accepted)]
+        for m in accepted:
+            if m.batch is not None:
+                m.device_version = self.facts.version(m.device, m.batch["fw"], m.batch["cfg"])
         fresh = self.store.write(accepted) if accepted else []
         events: list[tuple[str, dict]] = []
         for (_, payload), result in zip(messages, results, strict=True):

@@ -6,7 +6,11 @@ without a restart (it re-reads the file when its mtime changes).
 
     {"version": 1, "devices": {"dev-a": {"revoked_at": null, "keys": [
         {"kid": "6465762d61", "key": "<32 hex>", "base_iv": "<26 hex>",
-         "not_before": 1795000000.0, "not_after": null, "revoked_at": null}]}}}
+         "not_before": 1795000000.0, "not_after": null, "revoked_at": null}],
+        "board": "esp32-devkitc", "certificate_serial": "3f0c...e1"}}}
+
+`board` and `certificate_serial` (hex) are what provisioning knows about the device besides its keys; the
+receiver puts them on the device's FHIR Device. Files written before they existed simply lack them.
 
 A kid belongs to exactly one device. Rotation adds the new key and gives the old ones a not_after of
 now + overlap_s: during that window both open messages (the device may still be draining its flash queue
@@ -34,6 +38,7 @@ KEY_LEN = 16
 BASE_IV_LEN = 13
 MAX_KID_LEN = 16
 DEFAULT_OVERLAP_S = 7 * 24 * 3600.0  # a device offline for a week can still drain its queue after a rotation
+DESCRIPTION = ("board", "certificate_serial")
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class DeviceRegistry:
         self._stamp: tuple[int, int] | None = None
         self._by_kid: dict[bytes, list[KeyEntry]] = {}
         self._revoked_devices: dict[str, float] = {}
+        self._described: dict[str, dict[str, str]] = {}
         self._checked = 0.0
 
     # --- reading (the receiver) -----------------------------------------------------------------------
@@ -93,7 +99,7 @@ class DeviceRegistry:
         try:
             st = self.path.stat()
         except FileNotFoundError:
-            self._stamp, self._by_kid, self._revoked_devices = None, {}, {}
+            self._stamp, self._by_kid, self._revoked_devices, self._described = None, {}, {}, {}
             return
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp != self._stamp:
@@ -103,14 +109,16 @@ class DeviceRegistry:
     def _index(self, doc: dict) -> None:
         by_kid: dict[bytes, list[KeyEntry]] = {}
         revoked: dict[str, float] = {}
+        described: dict[str, dict[str, str]] = {}
         for device, d in doc["devices"].items():
             if d.get("revoked_at") is not None:
                 revoked[device] = d["revoked_at"]
+            described[device] = {k: d[k] for k in DESCRIPTION if d.get(k) is not None}
             for k in d["keys"]:
                 e = KeyEntry(device, bytes.fromhex(k["kid"]), bytes.fromhex(k["key"]), bytes.fromhex(k["base_iv"]),
                              k["not_before"], k.get("not_after"), k.get("revoked_at"))
                 by_kid.setdefault(e.kid, []).append(e)
-        self._by_kid, self._revoked_devices = by_kid, revoked
+        self._by_kid, self._revoked_devices, self._described = by_kid, revoked, described
 
     def entries(self, kid: bytes) -> list[KeyEntry]:
         """Every key ever registered under kid, whatever its state (newest last)."""
@@ -135,6 +143,11 @@ class DeviceRegistry:
 
     def devices(self) -> dict[str, Any]:
         return self._load()["devices"]
+
+    def description(self, device: str) -> dict[str, str]:
+        """What provisioning recorded besides keys: {"board": ..., "certificate_serial": ...}, either may be absent."""
+        self.refresh()
+        return dict(self._described.get(device, {}))
 
     # --- writing (provisioning) -----------------------------------------------------------------------
 
@@ -167,6 +180,24 @@ class DeviceRegistry:
         if self.audit is not None:
             self.audit.extend(("key_registered", {"device": d, "kid": kid.hex(), "fingerprint": fingerprint(key)})
                               for d, kid, key, _ in devices)
+
+    def describe_device(self, device_id: str, *, board: str | None = None,
+                        certificate_serial: str | None = None) -> None:
+        """Records the device's board name and certificate serial (hex); None leaves a field as it is."""
+        given = {k: v for k, v in (("board", board), ("certificate_serial", certificate_serial)) if v is not None}
+        if "certificate_serial" in given:
+            try:
+                given["certificate_serial"] = format(int(given["certificate_serial"], 16), "x")
+            except ValueError:
+                raise ValueError(f"certificate serial {certificate_serial!r}: expected hex") from None
+        with self._editing() as doc:
+            dev = doc["devices"].get(device_id)
+            if dev is None:
+                raise KeyError(f"unknown device {device_id}")
+            changed = {k: v for k, v in given.items() if dev.get(k) != v}
+            dev.update(changed)
+        if changed:
+            self._audit("device_described", device=device_id, **changed)
 
     def rotate_key(self, device_id: str, kid: bytes, key: bytes, base_iv: bytes, *,
                    overlap_s: float = DEFAULT_OVERLAP_S) -> float:

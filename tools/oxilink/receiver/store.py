@@ -5,6 +5,9 @@ Tables (the same in every backend; store_pg.py has the PostgreSQL dialect):
             counter (the COSE Partial IV) is unique for the device's life, so a re-delivered or replayed
             message can never be stored twice.
   readings  one row per reading of a vitals batch, primary key (device, counter, offset).
+  device_versions  what a device was when it sent a batch (deviceinfo.py), one row per (device, version);
+            messages.device_version names the version of each vitals batch (NULL for batches stored before
+            schema version 2: readers fall back to the batch's own fw and cfg).
   schema_migrations  the versions applied, with when.
 
 `open_store("var/x.sqlite")` or `open_store("postgresql://...")` picks the backend. SQLite runs in WAL
@@ -24,6 +27,8 @@ from typing import Protocol
 from .model import Accepted
 
 READING_COLUMNS = ("device", "counter", "offset", "t", "hr_bpm", "spo2_pct", "pi_pct", "quality")
+MESSAGE_COLUMNS = ("device", "counter", "kind", "kid", "topic", "received_at", "start", "period_ms", "fw", "cfg",
+                   "n_readings", "status_json", "device_version")
 
 # (version, description, statements). Append only: never edit a migration that has shipped.
 SQLITE_MIGRATIONS: list[tuple[int, str, list[str]]] = [
@@ -41,6 +46,12 @@ SQLITE_MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # (device, t) would make every insert land in two scattered B-trees and halve ingest throughput.
         "CREATE INDEX messages_by_time ON messages (device, start)",
     ]),
+    (2, "device versions: what each device was when it sent a batch", [
+        "ALTER TABLE messages ADD COLUMN device_version TEXT",
+        """CREATE TABLE device_versions (
+             device TEXT NOT NULL, version TEXT NOT NULL, doc TEXT NOT NULL, recorded_at REAL NOT NULL,
+             PRIMARY KEY (device, version)) WITHOUT ROWID""",
+    ]),
 ]
 
 
@@ -54,6 +65,7 @@ class Reading:
     spo2_pct: float | None
     pi_pct: float | None
     quality: int
+    device_version: str | None = None  # key of the batch's device version (deviceinfo.version_from_store)
 
 
 class Store(Protocol):
@@ -73,6 +85,12 @@ class Store(Protocol):
     def readings(self, device: str | None = None, since: float | None = None,
                  until: float | None = None) -> Iterator[Reading]: ...
 
+    def device_versions(self, device: str | None = None, since: float | None = None,
+                        until: float | None = None) -> list[tuple[str, str, str | None]]:
+        """(device, version key, version document JSON or None for a legacy key) of the batches in the span,
+        each once, by device and then by the first batch that carried it."""
+        ...
+
     def devices(self) -> list[str]: ...
 
     def counts(self) -> dict[str, int]: ...
@@ -83,7 +101,27 @@ class Store(Protocol):
 def message_row(m: Accepted) -> tuple:
     b = m.batch or {}
     return (m.device, m.counter, m.kind, m.kid, m.topic, m.received_at, b.get("start"), b.get("period_ms"),
-            b.get("fw"), b.get("cfg"), len(b["readings"]) if m.batch else None, m.status_json())
+            b.get("fw"), b.get("cfg"), len(b["readings"]) if m.batch else None, m.status_json(),
+            m.device_version.id if m.device_version else None)
+
+
+def insert_message_sql(mark: str) -> str:
+    return (f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) VALUES ({', '.join([mark] * len(MESSAGE_COLUMNS))}) "
+            "ON CONFLICT DO NOTHING")
+
+
+def device_version_rows(messages: Sequence[Accepted], fresh: Sequence[bool]) -> list[tuple]:
+    """One (device, version, doc, recorded_at) per version that new batches name, in key order."""
+    rows = {(m.device, m.device_version.id): (m.device_version.json(), m.received_at)
+            for m, new in zip(messages, fresh, strict=True) if new and m.device_version is not None}
+    return [(device, version, doc, at) for (device, version), (doc, at) in sorted(rows.items())]
+
+
+INSERT_DEVICE_VERSION = "INSERT INTO device_versions VALUES ({0}, {0}, {0}, {0}) ON CONFLICT DO NOTHING"
+
+# The device version of a batch, or for one stored before there were versions a key made of its fw and cfg.
+VERSION_KEY = ("COALESCE(m.device_version, 'legacy:' || COALESCE(m.fw, '') || ':' || "
+               "COALESCE(CAST(m.cfg AS TEXT), ''))")
 
 
 def reading_rows(m: Accepted) -> list[tuple]:
@@ -99,19 +137,40 @@ def readings_query(device: str | None, since: float | None, until: float | None,
     Narrows by batch first (messages_by_time), then reads each batch's readings by primary key. A batch
     covers [start, start + n_readings * period_ms / 1000).
     """
+    conds, args = batches_in_span(device, since, until, mark)
+    if until is not None:
+        conds.append(f"r.t < {mark}")
+        args.append(until)
+    if since is not None:
+        conds.append(f"r.t >= {mark}")
+        args.append(since)
+    columns = ", ".join(f'r."{c}"' for c in READING_COLUMNS)
+    sql = (f"SELECT {columns}, {VERSION_KEY} FROM messages m JOIN readings r ON r.device = m.device "
+           f"AND r.counter = m.counter WHERE {' AND '.join(conds)} ORDER BY r.device, r.t, r.counter, r.\"offset\"")
+    return sql, args
+
+
+def batches_in_span(device: str | None, since: float | None, until: float | None, mark: str) -> tuple[list, list]:
+    """WHERE conditions (on messages m) for the vitals batches of one or all devices overlapping [since, until)."""
     conds, args = ["m.kind = 'vitals'"], []
     if device is not None:
         conds.append(f"m.device = {mark}")
         args.append(device)
     if until is not None:
-        conds += [f"m.start < {mark}", f"r.t < {mark}"]
-        args += [until, until]
+        conds.append(f"m.start < {mark}")
+        args.append(until)
     if since is not None:
-        conds += [f"m.start + m.n_readings * m.period_ms / 1000.0 > {mark}", f"r.t >= {mark}"]
-        args += [since, since]
-    columns = ", ".join(f'r."{c}"' for c in READING_COLUMNS)
-    sql = (f"SELECT {columns} FROM messages m JOIN readings r ON r.device = m.device AND r.counter = m.counter "
-           f"WHERE {' AND '.join(conds)} ORDER BY r.device, r.t, r.counter, r.\"offset\"")
+        conds.append(f"m.start + m.n_readings * m.period_ms / 1000.0 > {mark}")
+        args.append(since)
+    return conds, args
+
+
+def device_versions_query(device: str | None, since: float | None, until: float | None,
+                          mark: str) -> tuple[str, list]:
+    conds, args = batches_in_span(device, since, until, mark)
+    sql = (f"SELECT m.device, {VERSION_KEY}, MIN(m.start), d.doc FROM messages m LEFT JOIN device_versions d "
+           f"ON d.device = m.device AND d.version = m.device_version WHERE {' AND '.join(conds)} "
+           "GROUP BY 1, 2, 4 ORDER BY 1, 3, 2")
     return sql, args
 
 
@@ -163,14 +222,16 @@ class SQLiteStore:
         cur.execute("BEGIN")
         try:
             for m in messages:
-                cur.execute("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                            message_row(m))
+                cur.execute(insert_message_sql("?"), message_row(m))
                 new = cur.rowcount == 1
                 fresh.append(new)
                 if new:
                     rows += reading_rows(m)
             if rows:
                 cur.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?,?)", rows)
+            versions = device_version_rows(messages, fresh)
+            if versions:
+                cur.executemany(INSERT_DEVICE_VERSION.format("?"), versions)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -185,6 +246,11 @@ class SQLiteStore:
         sql, args = readings_query(device, since, until, "?")
         for row in self.db.execute(sql, args):
             yield Reading(*row)
+
+    def device_versions(self, device: str | None = None, since: float | None = None,
+                        until: float | None = None) -> list[tuple[str, str, str | None]]:
+        sql, args = device_versions_query(device, since, until, "?")
+        return [(d, v, doc) for d, v, _, doc in self.db.execute(sql, args)]
 
     def devices(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT device FROM messages ORDER BY device")]

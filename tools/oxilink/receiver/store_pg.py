@@ -17,7 +17,16 @@ import time
 from collections.abc import Iterator, Sequence
 
 from .model import Accepted
-from .store import Reading, message_row, reading_rows, readings_query
+from .store import (
+    INSERT_DEVICE_VERSION,
+    Reading,
+    device_version_rows,
+    device_versions_query,
+    insert_message_sql,
+    message_row,
+    reading_rows,
+    readings_query,
+)
 
 PG_MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "messages and readings", [
@@ -37,6 +46,12 @@ PG_MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (2, "device ids compare bytewise (COLLATE \"C\"), as in SQLite", [
         'ALTER TABLE messages ALTER COLUMN device TYPE TEXT COLLATE "C"',
         'ALTER TABLE readings ALTER COLUMN device TYPE TEXT COLLATE "C"',
+    ]),
+    (3, "device versions: what each device was when it sent a batch", [
+        "ALTER TABLE messages ADD COLUMN device_version TEXT",
+        """CREATE TABLE device_versions (
+             device TEXT COLLATE "C" NOT NULL, version TEXT NOT NULL, doc TEXT NOT NULL,
+             recorded_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (device, version))""",
     ]),
 ]
 _MIGRATION_LOCK = 0x6F786C6B  # "oxlk"
@@ -93,13 +108,15 @@ class PostgresStore:
         order = sorted(range(len(messages)), key=lambda i: (messages[i].device, messages[i].counter))
         with self.db.transaction(), self.db.cursor() as cur:
             for i in order:
-                cur.execute("INSERT INTO messages VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-                            "ON CONFLICT DO NOTHING", message_row(messages[i]))
+                cur.execute(insert_message_sql("%s"), message_row(messages[i]))
                 fresh[i] = cur.rowcount == 1
                 if fresh[i]:
                     rows += reading_rows(messages[i])
             if rows:
                 cur.executemany("INSERT INTO readings VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", rows)
+            versions = device_version_rows(messages, fresh)  # in key order too
+            if versions:
+                cur.executemany(INSERT_DEVICE_VERSION.format("%s"), versions)
         return fresh
 
     def high_counter(self, device: str) -> int | None:
@@ -116,6 +133,11 @@ class PostgresStore:
             cur.execute(sql, args)
             for row in cur:
                 yield Reading(*row)
+
+    def device_versions(self, device: str | None = None, since: float | None = None,
+                        until: float | None = None) -> list[tuple[str, str, str | None]]:
+        sql, args = device_versions_query(device, since, until, "%s")
+        return [(d, v, doc) for d, v, _, doc in self.db.execute(sql, args)]
 
     def devices(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT device FROM messages ORDER BY device")]
