@@ -61,10 +61,10 @@ def add_and_keep(hr, spo2, pi, q):
 
 dev.batch.add = add_and_keep
 dev.start()
-t0 = clk.now_us
+t0 = clk.elapsed_us
 
 def run_until(s):
-    while clk.now_us - t0 < s * 1000000:
+    while clk.elapsed_us - t0 < s * 1000000:
         clk.advance_ms(40)
         dev.service_sensor()
 

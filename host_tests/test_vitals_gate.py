@@ -64,7 +64,7 @@ QUIET = [
 
 
 @pytest.mark.parametrize(("gate", "segment", "at_least"), FIRES, ids=[f[0] for f in FIRES])
-def test_gate_criterion_fires_where_the_pulse_cannot_be_trusted(data_dir: Path, gate, segment, at_least):
+def test_gate_criterion_fires_where_the_pulse_cannot_be_trusted(data_dir: Path, gate, segment, at_least, mpbuild):
     ir, fs = _segment(data_dir, *segment)
     rows = cmd_analyze.run_arrays(ir, None, int(fs)).rows
     fired = _fired(rows, gate)
@@ -75,7 +75,7 @@ def test_gate_criterion_fires_where_the_pulse_cannot_be_trusted(data_dir: Path, 
 
 
 @pytest.mark.parametrize(("gate", "segment"), QUIET, ids=[q[0] for q in QUIET])
-def test_gate_criterion_stays_quiet_on_a_trusted_pulse(data_dir: Path, gate, segment):
+def test_gate_criterion_stays_quiet_on_a_trusted_pulse(data_dir: Path, gate, segment, mpbuild):
     ir, fs = _segment(data_dir, *segment)
     rows = cmd_analyze.run_arrays(ir, None, int(fs)).rows
     settled = [r for r in rows if r["t"] >= SETTLED_S]
@@ -83,7 +83,7 @@ def test_gate_criterion_stays_quiet_on_a_trusted_pulse(data_dir: Path, gate, seg
     assert sum(r["hr_bpm"] is not None for r in settled) >= 0.9 * len(settled)  # the segment is a trusted pulse
 
 
-def test_red_ir_disagreement_fires_and_agreement_does_not(data_dir: Path):
+def test_red_ir_disagreement_fires_and_agreement_does_not(data_dir: Path, mpbuild):
     # No open red/IR recording exists (../shared/data/ppg/README.md): both channels are built from BIDMC's real
     # PLETH. Agreeing: the same stretch in both. Disagreeing: red from a stretch 17 s later, as when motion
     # moves the two light paths differently. The IR pulse is clean in both cases, so only this criterion can act.
@@ -97,7 +97,7 @@ def test_red_ir_disagreement_fires_and_agreement_does_not(data_dir: Path):
     assert all(r["hr_bpm"] is None and r["spo2_pct"] is None for r in rows if r["gate"])
 
 
-def test_values_return_within_seconds_of_the_motion_stopping(data_dir: Path):
+def test_values_return_within_seconds_of_the_motion_stopping(data_dir: Path, mpbuild):
     # 30 s of real wrist PPG while walking (every second withheld), then a real resting pulse (BIDMC), both at
     # 125 Hz on one DC level: values come back within 8 s (the 10 s windows still hold the walk; over 16 such
     # pairs it took 2-11 s, median 7.5), and none of them is off by more than 10 bpm.

@@ -7,8 +7,9 @@ Every method emits one value per output second; each is scored against the refer
 second, after an 8 s warm-up). Coverage = outputs with a value / output seconds that have a reference; MAE,
 the shares within 5 and 10 bpm and the worst 1 % error (99th percentile of |error|) are over the values
 reported. Time to first value: seconds from the start of each recording (the finger placed) to its first
-HR / SpO2, and the same on the simulated chip through driver and acquisition. MICROPYTHON selects the
-binary (e.g. the ESP32-like build). Writes build/bench/dsp.json and prints the tables.
+HR / SpO2, and the same on the simulated chip through driver and acquisition. The firmware runs on both
+MicroPython builds (--builds): the tables are the first one's (the ESP32-like build: the device's number
+model), and a last table compares every set's figures between the builds. Writes build/bench/dsp.json.
 """
 
 from __future__ import annotations
@@ -115,8 +116,8 @@ def _baselines(rec: ppgdata.Recording) -> dict:
     return out
 
 
-def _oxilink(rec: ppgdata.Recording) -> cmd_analyze.Analysis:
-    return cmd_analyze.run_arrays(rec.ir, rec.red, int(rec.fs))
+def _oxilink(rec: ppgdata.Recording, build: str) -> cmd_analyze.Analysis:
+    return cmd_analyze.run_arrays(rec.ir, rec.red, int(rec.fs), build=build)
 
 
 def _first_value(t: np.ndarray, v: np.ndarray) -> float | None:
@@ -130,92 +131,102 @@ def _median(xs: list[float | None]) -> float | None:
     return round(float(np.median(got)), 1) if got else None
 
 
-def run(sets: list[str], root: Path, quick: bool, jobs: int) -> dict:
-    result: dict = {"data": str(root), "quick": quick, "micropython": mprun.micropython_binary(), "sets": {}}
+def run(sets: list[str], root: Path, quick: bool, jobs: int, builds: list[str]) -> dict:
+    result: dict = {"data": str(root), "quick": quick, "builds": {}}
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for name in sets:
-            match_s, skip_s = SCORING.get(name, (MATCH_S, 0.0))
-            recs = load_set(name, root, quick)
-            base_f = [pool.submit(_baselines, r) for r in recs]
-            ox_f = [pool.submit(_oxilink, r) for r in recs]
-            methods = ("oxilink", "heartpy", "fft", "heartpy_on_oxilink_s", "fft_on_oxilink_s")
-            acc = {k: Scored() for k in (*methods, "oxilink_spo2", "fft_spo2")}
-            by_activity: dict[str, dict[str, Scored]] = {}
-            per_rec = []
-            us = []
-            first_hr: list[float | None] = []
-            first_spo2: list[float | None] = []
-            for rec, bf, of in zip(recs, base_f, ox_f, strict=True):
-                ox = of.result()
-                b = bf.result()
-                us.append(ox.us_per_signal_second)
-                t, hr = ox.series("hr_bpm")
-                first_hr.append(_first_value(t, hr))
-                s = {
-                    "oxilink": score(t, hr, rec.ref_hr, match_s, skip_s),
-                    "heartpy": score(*b["heartpy"], rec.ref_hr, match_s, skip_s),
-                    "fft": score(*b["fft"], rec.ref_hr, match_s, skip_s),
-                }
-                # the baselines on exactly the seconds oxilink reported (precision at equal coverage)
-                for m in ("heartpy", "fft"):
-                    bt, bv = b[m]
-                    reported = {int(x) for x in t[np.isfinite(hr)]}
-                    mask = np.array([int(x) in reported for x in bt])
-                    s[m + "_on_oxilink_s"] = score(bt[mask], bv[mask], rec.ref_hr, match_s, skip_s)
-                for k, v in s.items():
-                    acc[k].add(v)
-                if rec.activity:
-                    act = by_activity.setdefault(rec.activity, {k: Scored() for k in methods})
-                    for k, v in s.items():
-                        act[k].add(v)
-                row = {"name": rec.name, "hr": s["oxilink"].summary(WITHIN_BPM), "first_hr_s": first_hr[-1]}
-                if rec.red is not None:
-                    t, sp = ox.series("spo2_pct")
-                    first_spo2.append(_first_value(t, sp))
-                    s_sp = score(t, sp, rec.ref_spo2)
-                    acc["oxilink_spo2"].add(s_sp)
-                    acc["fft_spo2"].add(score(*b["fft_spo2"], rec.ref_spo2))
-                    row["spo2"] = s_sp.summary()
-                    row["first_spo2_s"] = first_spo2[-1]
-                per_rec.append(row)
-            entry = {
-                "recordings": len(recs),
-                "signal_seconds": round(sum(r.seconds for r in recs), 1),
-                "fs": sorted({r.fs for r in recs}),
-                "scoring": {"match_s": match_s, "skip_s": skip_s},
-                "hr": {k: acc[k].summary(WITHIN_BPM) for k in methods},
-                "first_value_s": {"hr_median": _median(first_hr), "spo2_median": _median(first_spo2)},
-                "us_per_signal_second": round(float(np.mean(us)), 1),
-                "per_recording": per_rec,
-            }
-            if by_activity:
-                entry["by_activity"] = {a: {k: v[k].summary(WITHIN_BPM) for k in methods}
-                                        for a, v in sorted(by_activity.items())}
-            if acc["oxilink_spo2"].with_ref:
-                entry["spo2"] = {"oxilink": acc["oxilink_spo2"].summary(), "ratio_baseline": acc["fft_spo2"].summary()}
-            result["sets"][name] = entry
-        result["first_value_sim"] = first_value_in_simulator(pool, quick)
-    starts_hr = [r["first_hr_s"] for e in result["sets"].values() for r in e["per_recording"]]
-    starts_spo2 = [r.get("first_spo2_s") for e in result["sets"].values() for r in e["per_recording"]
-                   if "first_spo2_s" in r]
-    result["first_value_recordings"] = {"hr_median_s": _median(starts_hr), "spo2_median_s": _median(starts_spo2),
-                                        "hr_starts": len(starts_hr), "spo2_starts": len(starts_spo2)}
-    result["cpu_100hz"] = cpu_at_100hz(root)
+        loaded = {name: load_set(name, root, quick) for name in sets}
+        base_f = {name: [pool.submit(_baselines, r) for r in recs] for name, recs in loaded.items()}
+        for build in builds:
+            ox_f = {name: [pool.submit(_oxilink, r, build) for r in recs] for name, recs in loaded.items()}
+            out: dict = {"micropython": mprun.micropython_binary(build), "sets": {}}
+            for name, recs in loaded.items():
+                out["sets"][name] = _score_set(name, recs, [f.result() for f in base_f[name]],
+                                               [f.result() for f in ox_f[name]])
+            out["first_value_sim"] = first_value_in_simulator(pool, quick, build)
+            out["first_value_recordings"] = _first_value_recordings(out["sets"])
+            out["cpu_100hz"] = cpu_at_100hz(root, build)
+            result["builds"][build] = out
     return result
 
 
-def _sim_first_value(hr: int, seed: int) -> tuple[float | None, float | None]:
-    proc = mprun.run(FIRST_VALUE_SCRIPT, [str(hr), str(seed)], timeout=300)
+def _first_value_recordings(sets: dict) -> dict:
+    starts_hr = [r["first_hr_s"] for e in sets.values() for r in e["per_recording"]]
+    starts_spo2 = [r.get("first_spo2_s") for e in sets.values() for r in e["per_recording"] if "first_spo2_s" in r]
+    return {"hr_median_s": _median(starts_hr), "spo2_median_s": _median(starts_spo2),
+            "hr_starts": len(starts_hr), "spo2_starts": len(starts_spo2)}
+
+
+def _score_set(name: str, recs: list[ppgdata.Recording], bases: list[dict],
+               oxs: list[cmd_analyze.Analysis]) -> dict:
+    match_s, skip_s = SCORING.get(name, (MATCH_S, 0.0))
+    methods = ("oxilink", "heartpy", "fft", "heartpy_on_oxilink_s", "fft_on_oxilink_s")
+    acc = {k: Scored() for k in (*methods, "oxilink_spo2", "fft_spo2")}
+    by_activity: dict[str, dict[str, Scored]] = {}
+    per_rec = []
+    us = []
+    first_hr: list[float | None] = []
+    first_spo2: list[float | None] = []
+    for rec, b, ox in zip(recs, bases, oxs, strict=True):
+        us.append(ox.us_per_signal_second)
+        t, hr = ox.series("hr_bpm")
+        first_hr.append(_first_value(t, hr))
+        s = {
+            "oxilink": score(t, hr, rec.ref_hr, match_s, skip_s),
+            "heartpy": score(*b["heartpy"], rec.ref_hr, match_s, skip_s),
+            "fft": score(*b["fft"], rec.ref_hr, match_s, skip_s),
+        }
+        # the baselines on exactly the seconds oxilink reported (precision at equal coverage)
+        for m in ("heartpy", "fft"):
+            bt, bv = b[m]
+            reported = {int(x) for x in t[np.isfinite(hr)]}
+            mask = np.array([int(x) in reported for x in bt])
+            s[m + "_on_oxilink_s"] = score(bt[mask], bv[mask], rec.ref_hr, match_s, skip_s)
+        for k, v in s.items():
+            acc[k].add(v)
+        if rec.activity:
+            act = by_activity.setdefault(rec.activity, {k: Scored() for k in methods})
+            for k, v in s.items():
+                act[k].add(v)
+        row = {"name": rec.name, "hr": s["oxilink"].summary(WITHIN_BPM), "first_hr_s": first_hr[-1]}
+        if rec.red is not None:
+            t, sp = ox.series("spo2_pct")
+            first_spo2.append(_first_value(t, sp))
+            s_sp = score(t, sp, rec.ref_spo2)
+            acc["oxilink_spo2"].add(s_sp)
+            acc["fft_spo2"].add(score(*b["fft_spo2"], rec.ref_spo2))
+            row["spo2"] = s_sp.summary()
+            row["first_spo2_s"] = first_spo2[-1]
+        per_rec.append(row)
+    entry = {
+        "recordings": len(recs),
+        "signal_seconds": round(sum(r.seconds for r in recs), 1),
+        "fs": sorted({r.fs for r in recs}),
+        "scoring": {"match_s": match_s, "skip_s": skip_s},
+        "hr": {k: acc[k].summary(WITHIN_BPM) for k in methods},
+        "first_value_s": {"hr_median": _median(first_hr), "spo2_median": _median(first_spo2)},
+        "us_per_signal_second": round(float(np.mean(us)), 1),
+        "per_recording": per_rec,
+    }
+    if by_activity:
+        entry["by_activity"] = {a: {k: v[k].summary(WITHIN_BPM) for k in methods}
+                                for a, v in sorted(by_activity.items())}
+    if acc["oxilink_spo2"].with_ref:
+        entry["spo2"] = {"oxilink": acc["oxilink_spo2"].summary(), "ratio_baseline": acc["fft_spo2"].summary()}
+    return entry
+
+
+def _sim_first_value(hr: int, seed: int, build: str) -> tuple[float | None, float | None]:
+    proc = mprun.run(FIRST_VALUE_SCRIPT, [str(hr), str(seed)], timeout=300, build=build)
     if proc.returncode != 0:
         raise RuntimeError(f"first_value failed on the unix port:\n{proc.stderr}")
     a, b = proc.stdout.strip().splitlines()[-1].split(",")
     return (float(a) if a else None), (float(b) if b else None)
 
 
-def first_value_in_simulator(pool: ProcessPoolExecutor, quick: bool) -> dict:
+def first_value_in_simulator(pool: ProcessPoolExecutor, quick: bool, build: str) -> dict:
     """Finger placed on the simulated chip (several rates and beat phases): seconds to the first HR and SpO2."""
     cases = SIM_FIRST_VALUE[::3] if quick else SIM_FIRST_VALUE
-    got = list(pool.map(_sim_first_value, *zip(*cases, strict=True)))
+    got = list(pool.map(_sim_first_value, *zip(*cases, strict=True), [build] * len(cases)))
     return {"cases": len(cases), "hr_median_s": _median([g[0] for g in got]),
             "spo2_median_s": _median([g[1] for g in got]),
             "hr_max_s": max((g[0] for g in got if g[0] is not None), default=None),
@@ -223,14 +234,14 @@ def first_value_in_simulator(pool: ProcessPoolExecutor, quick: bool) -> dict:
             "missing": sum(g[0] is None or g[1] is None for g in got)}
 
 
-def cpu_at_100hz(root: Path, seconds: float = 300.0) -> dict:
+def cpu_at_100hz(root: Path, build: str, seconds: float = 300.0) -> dict:
     """Whole pipeline (red + IR) on a synthetic recording resampled to 100 Hz, timed inside MicroPython."""
     rec = synth.synthetic_recording(SYNTH_IDS[0], seed=1, seconds=seconds)
     n = int(len(rec.ir) * 100 / rec.fs)
     x = np.arange(n) * rec.fs / 100
     ir = np.interp(x, np.arange(len(rec.ir)), rec.ir)
     red = np.interp(x, np.arange(len(rec.red)), rec.red)
-    runs = [cmd_analyze.run_arrays(ir, red, 100).us_per_signal_second for _ in range(3)]
+    runs = [cmd_analyze.run_arrays(ir, red, 100, build=build).us_per_signal_second for _ in range(3)]
     return {"fs": 100, "signal_seconds": seconds, "us_per_signal_second": round(float(min(runs)), 1),
             "runs": [round(r, 1) for r in runs]}
 
@@ -248,8 +259,10 @@ def _hr_line(label: str, h: dict) -> str:
 
 
 def table(result: dict) -> str:
-    lines = []
-    for name, e in result["sets"].items():
+    builds = list(result["builds"])
+    first = result["builds"][builds[0]]
+    lines = [f"Firmware on the {builds[0]} MicroPython build ({first['micropython']})"]
+    for name, e in first["sets"].items():
         sc = e["scoring"]
         lines.append(f"== {name}: {e['recordings']} recordings, {e['signal_seconds']} s, "
                      f"{e['hr']['oxilink']['n_ref_seconds']} reference seconds (match {sc['match_s']} s, "
@@ -267,16 +280,37 @@ def table(result: dict) -> str:
         f = e["first_value_s"]
         lines.append(f"  first value (median over starts): HR {_fmt(f['hr_median'], ' s')}, "
                      f"SpO2 {_fmt(f['spo2_median'], ' s')}")
-    fr = result["first_value_recordings"]
-    lines.append(f"Time to first value, recording starts ({fr['hr_starts']} HR, {fr['spo2_starts']} SpO2): "
-                 f"HR median {_fmt(fr['hr_median_s'], ' s')}, SpO2 median {_fmt(fr['spo2_median_s'], ' s')}")
-    fs = result["first_value_sim"]
-    lines.append(f"Time to first value, simulated chip ({fs['cases']} placements): "
-                 f"HR median {_fmt(fs['hr_median_s'], ' s')} (max {_fmt(fs['hr_max_s'])}), "
-                 f"SpO2 median {_fmt(fs['spo2_median_s'], ' s')} (max {_fmt(fs['spo2_max_s'])})")
-    c = result["cpu_100hz"]
-    lines.append(f"CPU at 100 Hz (red+IR, unix port): {c['us_per_signal_second']} us per signal-second")
+    lines.append("== both builds: oxilink HR (MAE / coverage % / within 5 % / within 10 %), SpO2 MAE, first values, "
+                 "CPU at 100 Hz")
+    for build in builds:
+        b = result["builds"][build]
+        parts = []
+        for name, e in b["sets"].items():
+            h = e["hr"]["oxilink"]
+            sp = f", SpO2 {e['spo2']['oxilink']['mae']}" if "spo2" in e else ""
+            parts.append(f"{name} {h['mae']}/{h['coverage_pct']}/{h['within_pct']}/{h['within10_pct']}{sp}")
+        fr, fs, c = b["first_value_recordings"], b["first_value_sim"], b["cpu_100hz"]
+        lines.append(f"  {build:9} " + "; ".join(parts))
+        lines.append(f"  {'':9} first value, recording starts ({fr['hr_starts']} HR, {fr['spo2_starts']} SpO2): "
+                     f"HR median {_fmt(fr['hr_median_s'], ' s')}, SpO2 median {_fmt(fr['spo2_median_s'], ' s')}; "
+                     f"simulated chip ({fs['cases']} placements): HR median {_fmt(fs['hr_median_s'], ' s')} "
+                     f"(max {_fmt(fs['hr_max_s'])}), SpO2 median {_fmt(fs['spo2_median_s'], ' s')} "
+                     f"(max {_fmt(fs['spo2_max_s'])}); CPU {c['us_per_signal_second']} us per signal-second")
+    if len(builds) > 1:
+        lines.append(f"  largest difference {builds[0]} - {builds[1]}: " + _largest_difference(result, *builds[:2]))
     return "\n".join(lines)
+
+
+def _largest_difference(result: dict, a: str, b: str) -> str:
+    """The largest |difference| between two builds over the sets' HR MAE and SpO2 MAE."""
+    hr = sp = 0.0
+    for name, e in result["builds"][a]["sets"].items():
+        o = result["builds"][b]["sets"][name]
+        if e["hr"]["oxilink"]["mae"] is not None and o["hr"]["oxilink"]["mae"] is not None:
+            hr = max(hr, abs(e["hr"]["oxilink"]["mae"] - o["hr"]["oxilink"]["mae"]))
+        if "spo2" in e and "spo2" in o:
+            sp = max(sp, abs(e["spo2"]["oxilink"]["mae"] - o["spo2"]["oxilink"]["mae"]))
+    return f"HR MAE {hr:.2f} bpm, SpO2 MAE {sp:.2f} %"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=None, help="PPG data folder (default: ../shared/data/ppg)")
     ap.add_argument("--quick", action="store_true", help="a few recordings per set")
     ap.add_argument("--sets", default="bidmc,uw,welltory,synthetic,wrist")
+    ap.add_argument("--builds", default=",".join(mprun.BUILDS),
+                    help="MicroPython builds to run the firmware on; the first one's figures are tabled in full")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", type=Path, default=paths.BENCH / "dsp.json")
     args = ap.parse_args(argv)
@@ -292,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_dsp: no data at {root} (use --data or OXILINK_DATA)", file=sys.stderr)
         return 2
     t0 = time.time()
-    result = run(args.sets.split(","), root, args.quick, args.jobs)
+    result = run(args.sets.split(","), root, args.quick, args.jobs, args.builds.split(","))
     result["wall_s"] = round(time.time() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

@@ -70,7 +70,7 @@ def parse_output(text: str) -> Analysis:
 
 
 def run_arrays(ir: np.ndarray, red: np.ndarray | None, fs: int, *, board: Path | None = None,
-               swap_detect: bool = True, timeout: float = 600) -> Analysis:
+               swap_detect: bool = True, timeout: float = 600, build: str | None = None) -> Analysis:
     """Run the firmware pipeline over raw counts (red may be None: HR only)."""
     ir_i = np.clip(np.rint(ir), 0, 262143).astype("<i4")
     red_i = np.zeros_like(ir_i) if red is None else np.clip(np.rint(red), 0, 262143).astype("<i4")
@@ -84,7 +84,7 @@ def run_arrays(ir: np.ndarray, red: np.ndarray | None, fs: int, *, board: Path |
             args += ["--board", str(board)]
         if not swap_detect:
             args.append("--no-swap-detect")
-        proc = mprun.run(SCRIPT, args, timeout=timeout)
+        proc = mprun.run(SCRIPT, args, timeout=timeout, build=build)
     if proc.returncode != 0:
         raise RuntimeError(f"analyze failed on the unix port:\n{proc.stderr}")
     return parse_output(proc.stdout)

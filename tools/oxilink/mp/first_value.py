@@ -31,19 +31,19 @@ def main(argv):
     acq = Acquisition(sensor, clk, pin=chip.pin, consumer=vitals)
     chip.finger_on = False
     acq.start()
-    t0 = clk.now_us
+    t0 = clk.elapsed_us
     placed = None
     first_hr = first_spo2 = None
-    while clk.now_us - t0 < 35 * 1000000 and (first_hr is None or first_spo2 is None):
-        if placed is None and clk.now_us - t0 >= 5 * 1000000:
+    while clk.elapsed_us - t0 < 35 * 1000000 and (first_hr is None or first_spo2 is None):
+        if placed is None and clk.elapsed_us - t0 >= 5 * 1000000:
             chip.finger_on = True
-            placed = clk.now_us
+            placed = clk.elapsed_us
         acq.wait_and_drain(1000)
         while vitals.pending():
             hr, spo2, _pi, _q = vitals.reading()
             if placed is None:
                 continue
-            dt = (clk.now_us - placed) / 1e6
+            dt = (clk.elapsed_us - placed) / 1e6
             if hr is not None and first_hr is None:
                 first_hr = dt
             if spo2 is not None and first_spo2 is None:
