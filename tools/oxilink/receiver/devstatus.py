@@ -42,6 +42,7 @@ FLAG_BITS: dict[str, int | None] = {
     "irregular": None,  # a finding about the rhythm, not the signal or the sensor: the value is still reported
     "warming_up": 6,  # signal-searching
     "channels_swapped": 3,  # sensor-unsupported: a module whose red and IR LEDs are the other way round
+    "lost": None,  # the device lost that second's samples (FIFO overflow): nothing about the sensor or the signal
 }
 
 
