@@ -7,6 +7,10 @@
 # sensor answers and was drained recently, and the current loop turn has not run past _TURN_BUDGET_MS. So a
 # slow or stalled network (bounded waits that keep draining) keeps it fed, while a stuck sensor bus or a wedged
 # loop stops the feeding and the hardware watchdog resets the board.
+#
+# Ticks wrap (ticks_ms every 12.4 days on the ESP32): long-lived schedules run on Uptime's seconds; ticks
+# stamps only measure short intervals, and a stamp whose age reads negative (over half a period old) counts
+# as long overdue.
 import time
 
 from acquisition import Acquisition
@@ -18,6 +22,7 @@ from max30102 import Max30102
 from msgcounter import MessageCounter
 from mqtt_link import MqttLink
 from transport import Transport
+from uptime import Uptime
 from vitals import Vitals
 
 FW_VERSION = "0.1.0"
@@ -39,7 +44,7 @@ def unix_time():
 
 class Device:
     def __init__(self, cfg, keys, i2c, clock, state_dir, pin=None, ssl_context=None, network=None,
-                 watchdog=None, hw=None, log=None, board_name=None, wall_clock=unix_time):
+                 watchdog=None, hw=None, log=None, board_name=None, wall_clock=unix_time, net_clock=time):
         self.cfg = cfg
         self.keys = keys
         self.clock = clock
@@ -48,7 +53,8 @@ class Device:
         self.watchdog = watchdog
         self.board = board_name or cfg["board"]
         self.wall_clock = wall_clock
-        self.started_ms = clock.ticks_ms()
+        self.net_clock = net_clock  # what socket waits are bounded by: real time (the device clock on a board)
+        self.uptime = Uptime(clock)
         s = cfg["sensor"]
         self.sensor = Max30102(i2c, s["address"], clock)
         self.sensor.configure_from(s)
@@ -68,13 +74,14 @@ class Device:
             raise ValueError("board file: mqtt.tls is true but no TLS context was given (device certificates "
                              "missing?); set mqtt.tls to false only for a plain test broker")
         self.link = MqttLink(keys.device_id, m["host"], m["port"], ssl_context=None if self.insecure else ssl_context,
-                             keepalive=m["keepalive_s"], idle=self.service_sensor)
-        self.transport = Transport(self.link, self.queue, keys.device_id, network=network, log=log)
+                             keepalive=m["keepalive_s"], idle=self.service_sensor, clock=net_clock,
+                             drain=self.drain_now)
+        self.transport = Transport(self.link, self.queue, keys.device_id, network=network, log=log, clock=net_clock)
         self.transport.on_connect = self._queue_status
-        self.status_every_ms = report["status_interval_s"] * 1000
-        self.last_status_ms = self.started_ms
-        self.last_drain_ms = self.started_ms
-        self.turn_started = time.ticks_ms()  # real time, like the network waits it bounds
+        self.status_every_s = report["status_interval_s"]
+        self.next_status_s = self.status_every_s
+        self.last_drain_ms = clock.ticks_ms()
+        self.turn_started = net_clock.ticks_ms()  # real time, like the network waits it bounds
         self.sensor_errors = 0
         self.sensor_ok = True
         self.batches = 0
@@ -89,20 +96,22 @@ class Device:
 
     # ---- sensor side: never waits on the network ---------------------------------------------------------
 
-    def service_sensor(self):
+    def service_sensor(self, force=False):
         clock = self.clock
         now = clock.ticks_ms()
+        since = clock.ticks_diff(now, self.last_drain_ms)  # < 0: over half a tick period ago
         if not self.sensor_ok:
-            if clock.ticks_diff(now, self.last_drain_ms) < _SENSOR_RECOVER_MS:
+            if 0 <= since < _SENSOR_RECOVER_MS:
                 return
             self.last_drain_ms = now
+            self.acq.hold()  # keep measuring the time without drains, however long the outage
             try:
                 self.sensor.recover()
                 self.sensor_ok = True
             except OSError:
                 self.sensor_errors += 1
                 return
-        if clock.ticks_diff(now, self.last_drain_ms) < self.acq.poll_ms >> 1:
+        elif 0 <= since < self.acq.poll_ms >> 1 and not force:
             return
         try:
             self.acq.drain()
@@ -118,6 +127,11 @@ class Device:
         while self.acq.reading_ready:
             self.acq.reading_ready = False
             self._add_reading()
+
+    def drain_now(self):
+        """Drain whatever the FIFO holds, off schedule: before a long uninterruptible call (a TLS handshake step)
+        the FIFO should start empty."""
+        self.service_sensor(True)
 
     def _add_reading(self):
         hr, spo2, pi, quality = self.vitals.reading()
@@ -142,11 +156,12 @@ class Device:
         t = self.transport.counts
         hw = self.hw
         return encode_status(
-            FW_VERSION, self.board, self.clock.ticks_diff(self.clock.ticks_ms(), self.started_ms) // 1000,
+            FW_VERSION, self.board, self.uptime.update(),
             hw.reset_cause() if hw else "unknown", hw.free_heap() if hw else 0, self.queue.depth(),
             self.queue.stats()["dropped"] + self.queue_full_drops, self.acq.lost, t["reconnects"],
             t["tls_failures"], rssi=self.transport.network.rssi() if self.transport.network else None,
-            insecure=self.insecure, time_s=self.wall_clock() or None, sensor_errors=self.sensor_errors)
+            insecure=self.insecure, time_s=self.wall_clock() or None, sensor_errors=self.sensor_errors,
+            wifi_failures=getattr(self.transport.network, "failures", 0), dns_failures=t["dns_failures"])
 
     def _sealed_status(self, payload):
         return bytes(self.sealer.seal(self.transport.status_topic, payload))
@@ -160,15 +175,14 @@ class Device:
     def _queue_status(self, transport):
         """A fresh sealed status (retained), sent on every connect and every status_interval_s."""
         transport.status_pending = self._sealed_status(self.status())
-        self.last_status_ms = self.clock.ticks_ms()
+        self.next_status_s = self.uptime.s + self.status_every_s
 
     # ---- the loop ------------------------------------------------------------------------------------------
 
     def run_once(self):
-        self.turn_started = time.ticks_ms()
+        self.turn_started = self.net_clock.ticks_ms()
         self.service_sensor()
-        now = self.clock.ticks_ms()
-        if self.transport.up and self.clock.ticks_diff(now, self.last_status_ms) >= self.status_every_ms:
+        if self.uptime.update() >= self.next_status_s and self.transport.up:
             self._queue_status(self.transport)
         was_up = self.transport.up
         self.transport.step()
@@ -179,11 +193,11 @@ class Device:
             self.watchdog.feed()
 
     def _turn_in_budget(self):
-        return time.ticks_diff(time.ticks_ms(), self.turn_started) < _TURN_BUDGET_MS
+        return 0 <= self.net_clock.ticks_diff(self.net_clock.ticks_ms(), self.turn_started) < _TURN_BUDGET_MS
 
     def healthy(self):
         """The sensor answers and was drained recently, and the loop turn in progress is not wedged."""
-        return (self.sensor_ok and self.clock.ticks_diff(self.clock.ticks_ms(), self.last_drain_ms) < _DRAIN_STALE_MS
+        return (self.sensor_ok and 0 <= self.clock.ticks_diff(self.clock.ticks_ms(), self.last_drain_ms) < _DRAIN_STALE_MS
                 and self._turn_in_budget())
 
     def run(self, until=None):

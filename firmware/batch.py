@@ -43,6 +43,8 @@ _S_RSSI = const(11)
 _S_INSECURE = const(12)
 _S_TIME = const(13)
 _S_SENSOR_ERRORS = const(14)
+_S_WIFI_FAILURES = const(15)
+_S_DNS_FAILURES = const(16)
 
 _NONE = const(-1)  # stored for "no valid value"
 _MAX_VALUE = const(32767)  # hr_x10, spo2_x10 and pi_x100 are stored as int16
@@ -166,11 +168,13 @@ class BatchBuilder:
 
 
 def encode_status(fw, board, uptime_s, reset_cause, free_heap, queue_depth, dropped, fifo_overflows,
-                  reconnects, tls_failures, rssi=None, insecure=False, time_s=None, sensor_errors=0):
+                  reconnects, tls_failures, rssi=None, insecure=False, time_s=None, sensor_errors=0,
+                  wifi_failures=0, dns_failures=0):
     """The status report payload. rssi (dBm) and time_s (unix s) are left out when None; the insecure
     flag is only present, as true, when the link is not using TLS. Allocates (once per report)."""
     w = Writer(bytearray(128), growable=True)
-    w.map(11 + (rssi is not None) + bool(insecure) + (time_s is not None) + (sensor_errors > 0))
+    w.map(11 + (rssi is not None) + bool(insecure) + (time_s is not None) + (sensor_errors > 0) + (wifi_failures > 0)
+          + (dns_failures > 0))
     w.int(_S_VERSION)
     w.int(FORMAT_VERSION)
     w.int(_S_FW)
@@ -205,4 +209,10 @@ def encode_status(fw, board, uptime_s, reset_cause, free_heap, queue_depth, drop
     if sensor_errors > 0:
         w.int(_S_SENSOR_ERRORS)
         w.int(sensor_errors)
+    if wifi_failures > 0:
+        w.int(_S_WIFI_FAILURES)
+        w.int(wifi_failures)
+    if dns_failures > 0:
+        w.int(_S_DNS_FAILURES)
+        w.int(dns_failures)
     return w.getvalue()
