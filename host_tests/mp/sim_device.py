@@ -33,8 +33,6 @@ from sim.ramblock import RamBlockDev
 from sim.scaledclock import ScaledClock
 from tls_stretch import StretchedContext
 from tlsconfig import client_context
-from wifi import Station
-from fake_wlan import FakeWLAN
 
 
 def read(path):
@@ -92,6 +90,9 @@ class SimDevice:
         self.log = Log(self.keys.device_id, write=self._log_line)
         w = o.get("wifi")
         if w:
+            from fake_wlan import FakeWLAN
+            from wifi import Station
+
             self.wlan = FakeWLAN(net_clock, w.get("outcomes", ["ok"]), join_ms=w.get("join_ms", 300))
             self.network = Station(self.wlan, w.get("ssid", "lab-wifi"), w.get("password", "pw"), log=self.log,
                                    clock=net_clock, backoff=Backoff(w.get("backoff_ms", 300), w.get("backoff_cap_ms", 1500)),
@@ -103,13 +104,16 @@ class SimDevice:
         self.stretch = None
         if ctx is not None and o.get("tls_stretch_ms"):
             ctx = self.stretch = StretchedContext(ctx, clock, o["tls_stretch_ms"])
+        more = {"net_clock": net_clock} if net_clock is not time else {}
         self.dev = Device(cfg, self.keys, self.bus, clock, "/flash", pin=self.chip.pin, ssl_context=ctx,
                           network=self.network, watchdog=self.watchdog, hw=hw_unix, log=self.log,
-                          wall_clock=wall, net_clock=net_clock)
+                          wall_clock=wall, **more)
         self.dev.link.timeout_ms = o.get("link_timeout_ms", 1500)
         self.dev.transport.backoff = Backoff(o.get("backoff_ms", 200), o.get("backoff_cap_ms", 1000))
-        self.dev.transport.resolver.timeout_ms = o.get("dns_timeout_ms", 1000)
-        self.dev.transport.resolver.tries = o.get("dns_tries", 3)
+        resolver = getattr(self.dev.transport, "resolver", None)
+        if resolver is not None:
+            resolver.timeout_ms = o.get("dns_timeout_ms", 1000)
+            resolver.tries = o.get("dns_tries", 3)
         self.sealed = []  # message counter of every vitals batch sealed, in order
         seal = self.dev.seal_batch
 
@@ -154,5 +158,5 @@ class SimDevice:
                 "watchdog_expired": self.watchdog.expired(), "watchdog_feeds": self.watchdog.feeds,
                 "watchdog_longest_gap_ms": self.watchdog.longest_gap_ms,
                 "errors_logged": self.log.errors, "warnings_logged": self.log.warnings,
-                "uptime_s": d.uptime.update(),
+                "uptime_s": d.uptime.update() if hasattr(d, "uptime") else None,
                 "status_hex": hexlify(d.status()).decode()}
