@@ -7,6 +7,8 @@
 # Options (a JSON file named by argv[1]): secrets (folder with secrets.json), key/cert/ca (DER files; default the
 # provisioned ones in secrets/certs), port, host, tls, speed, batch_seconds, status_interval_s, link_timeout_ms,
 # backoff_ms, backoff_cap_ms, watchdog_ms, rssi, no_tls_context; and for board-path tests:
+#   clock         "virtual": device time passes only when the device sleeps (or a test advances it), not with
+#                 real time, so host load cannot overflow the sensor FIFO: for tests where lost samples matter
 #   start_ms      where the device clock's ticks start (e.g. just before the 2**30 wrap)
 #   net_clock     "device": socket waits run on the device clock too (as on a board), so clock jumps reach them
 #   wall          "real": batches and statuses stamped with the host's time instead of start + device time
@@ -31,6 +33,7 @@ from log import Log
 from sim.max30102_sim import Max30102Sim, SimI2C, SyntheticPPG
 from sim.ramblock import RamBlockDev
 from sim.scaledclock import ScaledClock
+from sim.vclock import VirtualClock
 from tls_stretch import StretchedContext
 from tlsconfig import client_context
 
@@ -74,7 +77,10 @@ class SimDevice:
         r["batch_seconds"] = o.get("batch_seconds", 5)
         r["status_interval_s"] = o.get("status_interval_s", r["status_interval_s"])
         self.keys = devicekeys.load(o["secrets"] + "/secrets.json")
-        self.clock = clock = ScaledClock(o.get("speed", 5), o.get("start_ms"))
+        if o.get("clock") == "virtual":
+            self.clock = clock = VirtualClock(o.get("start_ms", 0x3FFFFFFF - 4999))
+        else:
+            self.clock = clock = ScaledClock(o.get("speed", 5), o.get("start_ms"))
         net_clock = clock if o.get("net_clock") == "device" else time
         start_wall = unix_time()
         wall = unix_time if o.get("wall") == "real" else (lambda: start_wall + clock.elapsed_s())
