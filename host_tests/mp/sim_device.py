@@ -114,6 +114,8 @@ class SimDevice:
         self.dev = Device(cfg, self.keys, self.bus, clock, "/flash", pin=self.chip.pin, ssl_context=ctx,
                           network=self.network, watchdog=self.watchdog, hw=hw_unix, log=self.log,
                           wall_clock=wall, **more)
+        if self.stretch is not None:
+            self.stretch.probe = lambda: self.dev.acq.drains
         self.dev.link.timeout_ms = o.get("link_timeout_ms", 1500)
         self.dev.transport.backoff = Backoff(o.get("backoff_ms", 200), o.get("backoff_cap_ms", 1000))
         resolver = getattr(self.dev.transport, "resolver", None)

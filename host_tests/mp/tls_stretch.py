@@ -76,11 +76,12 @@ class _HandshakeParser:
 
 
 class Stretch(io.IOBase):
-    def __init__(self, sock, clock, cost_ms, events):
+    def __init__(self, sock, clock, cost_ms, events, probe=None):
         self._s = sock
+        self._probe_state = probe or (lambda: None)
         self._clock = clock
         self._cost_us = cost_ms * 1000
-        self.events = events  # ("in"|"out", handshake type, charged) in order
+        self.events = events  # ("in"|"out", handshake type, charged, probe()) in order
         self._in = _HandshakeParser(lambda t: self._message("in", t, HEAVY_IN))
         self._out = _HandshakeParser(lambda t: self._message("out", t, HEAVY_OUT))
         self._probe = None
@@ -92,7 +93,7 @@ class Stretch(io.IOBase):
         charged = kind in heavy
         if charged:
             self._clock.advance_us(self._cost_us)
-        self.events.append((way, kind, charged))
+        self.events.append((way, kind, charged, self._probe_state()))
 
     def readinto(self, buf):
         try:
@@ -137,6 +138,7 @@ class StretchedContext:
         self.clock = clock
         self.cost_ms = cost_ms
         self.events = []
+        self.probe = None  # () -> a value recorded with each message (e.g. the device's drain count)
 
     def wrap_socket(self, sock, **kw):
-        return self.ctx.wrap_socket(Stretch(sock, self.clock, self.cost_ms, self.events), **kw)
+        return self.ctx.wrap_socket(Stretch(sock, self.clock, self.cost_ms, self.events, self.probe), **kw)
