@@ -165,7 +165,9 @@ def run(seconds=10):
     t0 = clk.elapsed_us
     while clk.elapsed_us - t0 < seconds * 1000000:
         acq.wait_and_drain(1000)
-    clk.advance_ms(50)                 # a late drain (overflow path) under the lock as well
+    clk.advance_ms(100)                # late: 40 samples, 8 lost (the chip's overflow counter)
+    acq.drain()
+    clk.advance_ms(400)                # very late: 160 samples, the counter saturates: lost from the clock
     acq.drain()
     return acq.received
 acq.wait_and_drain(1000)               # warm up outside the lock
@@ -179,6 +181,7 @@ def polled(k=50):
 received2 = no_alloc(polled)
 report(total=received, polled=received2, **stats(acq, check, chip))
 """)
+    assert r["lost"] == 8 + (160 - 32) and r["gaps"] == 2  # both overflow paths ran under the lock
     assert r["total"] >= 4000 - 32
     assert r["polled"] > 0
     assert r["bad"] == 0
