@@ -90,7 +90,7 @@ class BoardError(RuntimeError):
 class Board:
     def __init__(self, workdir: Path, flash: Path | None = None, *, board: str = "esp32-devkitc",
                  wiring: dict | None = None, sensor: dict | None | bool = True, build: str | None = None,
-                 heapsize: str | None = "256K", unique_id: bytes | None = None,
+                 heapsize: str | None = None, unique_id: bytes | None = None,
                  rtc_at_power_on: float = EPOCH_2000, ticks_at_boot_ms: int = 0, rate: float = 1.0,
                  handshake_s: float = 0.0, ap: AccessPoint | None = None, serial: str = "pty",
                  boot_delay_s: float = 0.2, dns: dict | None = None, dns_timeout_s: float = 5.0,
@@ -107,7 +107,9 @@ class Board:
             sensor = {"address": 0x57, "source": {"kind": "synthetic"}}
         self.sensor = sensor or None
         self.build = build or mprun._default_build or "esp32like"
-        self.heapsize = heapsize
+        # mbedTLS lives in the MicroPython heap here (on an ESP32 it uses the IDF heap), and the 64-bit build's
+        # objects are twice the size: hence more than an ESP32's ~110 KB.
+        self.heapsize = heapsize or ("512K" if self.build == "stock" else "256K")
         self.unique_id = unique_id or bytes.fromhex("240ac4") + secrets.token_bytes(3)
         self.rtc_at_power_on = rtc_at_power_on
         self.ticks_at_boot_ms = ticks_at_boot_ms

@@ -6,6 +6,7 @@ import json
 import _builtin
 
 _socket = _builtin.load("socket")
+_thread = _builtin.load("_thread")
 _link = None
 
 
@@ -16,6 +17,11 @@ class Link:
         self._s = s
         self._n = 0
         self._replies = {}  # replies read by another (nested or abandoned) call
+        # With a GIL (the ESP32's threading model, and the esp32like build) scheduled callbacks may run on any
+        # thread, so the wire is shared by threads; a callback nested in a call on the same thread re-enters.
+        self._lock = _thread.allocate_lock()
+        self._owner = None
+        self._depth = 0
         self.event("hello", token=token)
 
     def _send(self, msg):
@@ -33,11 +39,35 @@ class Link:
         if interrupted is not None:
             raise interrupted
 
+    def _enter(self):
+        me = _thread.get_ident()
+        if self._owner != me:
+            self._lock.acquire()
+            self._owner = me
+        self._depth += 1
+
+    def _leave(self):
+        self._depth -= 1
+        if not self._depth:
+            self._owner = None
+            self._lock.release()
+
     def event(self, op, **args):
         args["op"] = op
-        self._send(args)
+        self._enter()
+        try:
+            self._send(args)
+        finally:
+            self._leave()
 
     def call(self, op, **args):
+        self._enter()
+        try:
+            return self._call(op, args)
+        finally:
+            self._leave()
+
+    def _call(self, op, args):
         # A scheduled callback (a Timer, an IRQ) may make its own call while this one waits, and a Ctrl-C may
         # abandon a call: replies are matched by id, and one read by the wrong caller is kept for its owner.
         self._n += 1
