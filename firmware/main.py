@@ -37,6 +37,7 @@ def run():
     import clock
     import hw_esp32
     from log import Log
+    from sntp import TimeSync
     from tlsconfig import client_context
 
     crashes = startup.CrashCounter()
@@ -49,6 +50,7 @@ def run():
     keys, ssid, password, broker = startup.load_secrets("secrets.json")
     startup.apply_broker(cfg, broker)
     key_der, cert_der, ca_der = startup.load_certs("certs")
+    ntp = startup.time_server(cfg, "secrets.json")
     log = Log(keys.device_id)
     log.info("oxilink %s on %s (%s), reset cause %s" % (app.FW_VERSION, cfg["board"], cfg["platform"],
                                                        hw_esp32.reset_cause()))
@@ -59,7 +61,8 @@ def run():
     network = hw_esp32.Network(ssid, password)
     device = app.Device(cfg, keys, hw_esp32.i2c(cfg), clock.Clock(), "", pin=hw_esp32.int_pin(cfg),
                         ssl_context=client_context(key_der, cert_der, ca_der), network=network, watchdog=wdt,
-                        hw=hw_esp32, log=log)
+                        hw=hw_esp32, log=log,
+                        timesync=TimeSync(ntp, hw_esp32.set_time, log, resync_ms=cfg["time"]["resync_h"] * 3600000))
     started = time.ticks_ms()
 
     def until():
