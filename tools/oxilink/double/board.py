@@ -94,7 +94,7 @@ class Board:
                  rtc_at_power_on: float = EPOCH_2000, ticks_at_boot_ms: int = 0, rate: float = 1.0,
                  handshake_s: float = 0.0, ap: AccessPoint | None = None, serial: str = "pty",
                  boot_delay_s: float = 0.2, dns: dict | None = None, dns_timeout_s: float = 5.0,
-                 flash_size: int = DEFAULT_SIZE):
+                 flash_size: int = DEFAULT_SIZE, reports_mpy: int | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flash = Path(flash) if flash else self.workdir / "flash.img"
@@ -119,6 +119,9 @@ class Board:
         self.dns = dns or {}  # host -> {"fail": True} | {"delay_s": s} | {"fail": True, "delay_s": s}
         self.dns_timeout_s = dns_timeout_s  # how long lwIP's getaddrinfo blocks when no DNS server answers
         self.boot_delay_s = boot_delay_s
+        # An older firmware, as far as sys.implementation._mpy tells (deploy's version check); None: the binary's.
+        self.reports_mpy = reports_mpy
+        self._cut_after: int | None = None
         self.clock = BoardClock(self.workdir / "clock")
         self.lock = threading.RLock()
         self.station = Station(self.ap, self._idf_log)
@@ -141,6 +144,7 @@ class Board:
         self._action: tuple | None = None
         self._action_cond = threading.Condition()
         self._pending_input = bytearray()
+        self._interruptible = False
         self._link_action: str | None = None
         self._sleep_ms = 0
         self._closing = False
@@ -201,6 +205,31 @@ class Board:
         """Pull the USB cable: the host tool's connection fails; the board keeps running."""
         self.port.cut()
 
+    def cut_serial_after(self, nbytes: int) -> None:
+        """Pull the cable once the host has sent `nbytes` more bytes through the port."""
+        self._cut_after = nbytes
+
+    @property
+    def mpy_arch(self) -> str:
+        """The native code this board's MicroPython loads (what deploy --arch must say)."""
+        return "x86" if shim.binary_bits(self._binary) == 32 else "x64"
+
+    def exec(self, code: str, timeout: float = 30) -> str:
+        """Run code in the board's raw REPL, as `mpremote resume exec` does (a running main.py is interrupted);
+        returns its output; raises BoardError with the board's traceback. The REPL is left in friendly mode."""
+        m = self.mark()
+        self.write_serial(b"\r\x03")
+        self.write_serial(b"\r\x01")
+        self.expect(r"raw REPL; CTRL-B to exit\r\n>", timeout, since=m)
+        m = self.mark()
+        self.write_serial(code.encode() + b"\x04")
+        got = self.expect(rb"OK(.*?)\x04(.*?)\x04>", timeout, since=m, flags=re.S)
+        self.write_serial(b"\x02")
+        out, err = (g.decode("utf-8", "replace").replace("\r\n", "\n") for g in got.groups())
+        if err:
+            raise BoardError(f"board double: the code raised:\n{err}")
+        return out
+
     def set_rate(self, rate: float) -> None:
         self.rate = rate
         self.clock.set_rate(rate)
@@ -237,9 +266,9 @@ class Board:
         with self._out_cond:
             return len(self._out)
 
-    def expect(self, pattern: str, timeout: float = 30, since: int = 0) -> re.Match:
+    def expect(self, pattern: str | bytes, timeout: float = 30, since: int = 0, flags: int = 0) -> re.Match:
         """Wait until the serial output after `since` matches the regex; the match (on the whole output)."""
-        rx = re.compile(pattern.encode() if isinstance(pattern, str) else pattern)
+        rx = re.compile(pattern.encode() if isinstance(pattern, str) else pattern, flags)
         deadline = time.monotonic() + timeout
         with self._out_cond:
             while True:
@@ -282,9 +311,20 @@ class Board:
 
     def write_serial(self, data: bytes) -> None:
         """Type on the serial line without a port (a test's shortcut)."""
-        self._on_host_input(data)
+        self._deliver(data)
 
     def _on_host_input(self, data: bytes) -> None:
+        if self._cut_after is not None:
+            if len(data) >= self._cut_after:
+                data = data[:self._cut_after]
+                self._cut_after = None
+                self._deliver(data)
+                self.port.cut()
+                return
+            self._cut_after -= len(data)
+        self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
         # Ctrl-C is the UART's interrupt character: it never reaches stdin, it raises KeyboardInterrupt.
         parts = data.split(b"\x03")
         for i, part in enumerate(parts):
@@ -292,7 +332,9 @@ class Board:
                 self._to_board(part)
             if i < len(parts) - 1:
                 proc = self._proc
-                if proc is not None and proc.poll() is None:
+                if not self._interruptible:
+                    self._to_board(b"\x03")  # interrupts are off while the board starts: a Ctrl-C is a byte
+                elif proc is not None and proc.poll() is None:
                     try:
                         os.kill(proc.pid, signal.SIGINT)
                     except ProcessLookupError:
@@ -351,12 +393,13 @@ class Board:
             "link_port": self._ctl.getsockname()[1], "token": self._token, "reset_cause": RESET_CODES[cause],
             "repl_mode": mode, "platform": self.platform, "wiring": self.wiring, "sensor": self.sensor,
             "unique_id": list(self.unique_id), "flash": str(self.flash.resolve()),
-            "firmware_dir": str(paths.FIRMWARE)}))
+            "firmware_dir": str(paths.FIRMWARE), "reports_mpy": self.reports_mpy}))
         env = dict(os.environ, MICROPYPATH=f".frozen:{MP_DIR}", OXILINK_BOARD_RUN=str(run_file),
                    OXILINK_CLOCK_FILE=str(self.clock.path), LD_PRELOAD=str(self._shim), TZ="UTC")
         cmd = [self._binary] + (["-X", f"heapsize={self.heapsize}"] if self.heapsize else []) + [
             str(MP_DIR / "_board.py")]
         boot = Boot(len(self.boots) + 1, cause, mode, time.monotonic())
+        self._interruptible = False
         with self.lock:
             self.boots.append(boot)
         self._proc = subprocess.Popen(cmd, env=env, cwd=self.workdir, stdin=subprocess.PIPE,
@@ -517,6 +560,10 @@ class Board:
                 return {}
             if op == "soft_reset":
                 self._soft_mode = m.get("mode", "friendly")
+                self._interruptible = False
+                return None
+            if op == "interruptible":
+                self._interruptible = True
                 return None
             if op == "ran" and boot is not None:
                 boot.files_ran[m["file"]] = m["ok"]

@@ -37,7 +37,6 @@ _repl.out("\r\n")
 bdev = _flash.ImageFlash(run["flash"])
 vfs.umount("/")
 fs_state = _flash.mount_root(bdev, _repl.out)
-link.event("flash", state=fs_state)
 if fs_state == "corrupted":
     while True:  # inisetup.fs_corrupted(): repeat the message; Ctrl-C reaches the REPL (with no filesystem)
         try:
@@ -49,7 +48,37 @@ else:
     os.chdir("/")
 sys.path = ["", ".frozen", "/lib"]
 
+if run.get("reports_mpy") is not None:
+    # A test stands in for an older firmware: `import sys` finds this in sys.modules before the built-in.
+    class _Implementation:
+        def __init__(self, real, mpy):
+            self._real = real
+            self._mpy = mpy
+
+        def __getattr__(self, name):
+            return getattr(self._real, name)
+
+    class _OlderSys:
+        def __init__(self, real, mpy):
+            self._real = real
+            self.implementation = _Implementation(real.implementation, mpy)
+
+        def __getattr__(self, name):
+            return getattr(self._real, name)
+
+    sys.modules["sys"] = _OlderSys(sys, run["reports_mpy"])
+
 g = {"__name__": "__main__"}
+
+
+def _tell(op, **args):
+    """An event for the launcher that a Ctrl-C must not stop (no Python code of the board's is running)."""
+    while True:
+        try:
+            link.event(op, **args)
+            return
+        except KeyboardInterrupt:
+            pass
 
 
 def _run_file(name):
@@ -64,18 +93,24 @@ def _run_file(name):
 
 
 mode = run["repl_mode"]
+_tell("interruptible")  # from here Ctrl-C raises KeyboardInterrupt (before, as during _boot.py, it is a byte)
 try:
     try:
         ok = _run_file("boot.py")
-        link.event("ran", file="boot.py", ok=ok)
+        _tell("ran", file="boot.py", ok=ok)
         if mode == "friendly" and ok:
-            link.event("ran", file="main.py", ok=_run_file("main.py"))
+            _tell("ran", file="main.py", ok=_run_file("main.py"))
         mode = _repl.run(mode, g)
     except _repl.SoftReset:
         pass
 except _repl.PowerOff:
     sys.exit(0)
 machine._exit_hooks()
-_repl.out("MPY: soft reboot\r\n")
-link.event("soft_reset", mode=mode)
+while True:
+    try:
+        _repl.out("MPY: soft reboot\r\n")
+        break
+    except KeyboardInterrupt:
+        pass
+_tell("soft_reset", mode=mode)
 sys.exit(0)

@@ -287,8 +287,10 @@ def _raw_paste(cmd, g):
 
 def run(mode, g):
     """The REPL loop after boot.py/main.py; returns the mode to start in after the soft reset it ends with."""
-    try:
-        while True:
+    while True:
+        try:
             mode = raw(g) if mode == "raw" else friendly(g)
-    except SoftReset:
-        return mode
+        except SoftReset:
+            return mode
+        except KeyboardInterrupt:  # a Ctrl-C while the REPL itself was printing: start the prompt again
+            pass
