@@ -145,6 +145,8 @@ class Board:
         self._action_cond = threading.Condition()
         self._pending_input = bytearray()
         self._interruptible = False
+        self._raw_repl = False
+        self.idf_log: list[str] = []
         self._link_action: str | None = None
         self._sleep_ms = 0
         self._closing = False
@@ -365,7 +367,11 @@ class Board:
         self.port.write(bytes(outb))
 
     def _idf_log(self, line: str) -> None:
-        self._emit((line + "\n").encode())
+        """An ESP-IDF log line (Wi-Fi driver, task watchdog). The ESP32 port silences them while the REPL is in
+        raw mode (main.c: esp_log_set_vprintf(vprintf_null)); idf_log keeps them all for tests."""
+        self.idf_log.append(line)
+        if not self._raw_repl:
+            self._emit((line + "\n").encode())
 
     # ---- runs and resets -------------------------------------------------------------------------------------
 
@@ -400,6 +406,7 @@ class Board:
             str(MP_DIR / "_board.py")]
         boot = Boot(len(self.boots) + 1, cause, mode, time.monotonic())
         self._interruptible = False
+        self._raw_repl = False
         with self.lock:
             self.boots.append(boot)
         self._proc = subprocess.Popen(cmd, env=env, cwd=self.workdir, stdin=subprocess.PIPE,
@@ -561,6 +568,9 @@ class Board:
             if op == "soft_reset":
                 self._soft_mode = m.get("mode", "friendly")
                 self._interruptible = False
+                return None
+            if op == "repl":
+                self._raw_repl = m["mode"] == "raw"
                 return None
             if op == "interruptible":
                 self._interruptible = True

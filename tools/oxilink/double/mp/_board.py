@@ -71,14 +71,7 @@ if run.get("reports_mpy") is not None:
 g = {"__name__": "__main__"}
 
 
-def _tell(op, **args):
-    """An event for the launcher that a Ctrl-C must not stop (no Python code of the board's is running)."""
-    while True:
-        try:
-            link.event(op, **args)
-            return
-        except KeyboardInterrupt:
-            pass
+_tell = _link.tell
 
 
 def _run_file(name):

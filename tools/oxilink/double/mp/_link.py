@@ -98,3 +98,13 @@ def connect(port, token):
 
 def get():
     return _link
+
+
+def tell(op, **args):
+    """An event that a Ctrl-C must not stop (the board's own bookkeeping, not the user's code)."""
+    while True:
+        try:
+            _link.event(op, **args)
+            return
+        except KeyboardInterrupt:
+            pass

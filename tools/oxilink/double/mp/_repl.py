@@ -11,6 +11,8 @@ import micropython
 import select
 import sys
 
+import _link
+
 CTRL_A, CTRL_B, CTRL_C, CTRL_D, CTRL_E = 1, 2, 3, 4, 5
 _WINDOW = 128  # raw-paste flow-control window: half of MICROPY_REPL_STDIN_BUFFER_MAX (256)
 
@@ -220,6 +222,7 @@ def _paste():
 
 def raw(g):
     """Returns the next mode ("friendly") or raises SoftReset."""
+    _link.tell("repl", mode="raw")  # ESP-IDF logs are silenced in raw mode
     out("raw REPL; CTRL-B to exit\r\n")
     line = bytearray()
     while True:
@@ -239,6 +242,7 @@ def raw(g):
                 continue
             if c == CTRL_B:
                 out("\r\n")
+                _link.tell("repl", mode="friendly")
                 return "friendly"
             if c == CTRL_C:
                 line = bytearray()
