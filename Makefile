@@ -93,7 +93,7 @@ logs: venv ## follow the board's serial console at PORT (the device log; Ctrl-] 
 	$(PY) -m serial.tools.miniterm --raw $(PORT) 115200
 
 erase: venv ## delete every file on the board at PORT (keeps MicroPython; queue data is lost)
-	$(VENV)/bin/mpremote connect $(PORT) rm -r -v :/
+	$(VENV)/bin/mpremote connect $(PORT) run tools/oxilink/mp/erase_board.py
 
 clean: ## remove build outputs (keeps .venv and var/)
 	rm -rf build

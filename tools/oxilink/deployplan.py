@@ -230,15 +230,15 @@ class Plan:
     steps: list[Step] = field(default_factory=list)
 
 
-def firmware_modules() -> list[Path]:
-    return sorted(p for p in paths.FIRMWARE.glob("*.py") if p.name not in UNIX_ONLY)
+def firmware_modules(firmware: Path | None = None) -> list[Path]:
+    return sorted(p for p in (firmware or paths.FIRMWARE).glob("*.py") if p.name not in UNIX_ONLY)
 
 
-def compile_firmware(arch: str, out: Path, mpy_cross: str) -> list[FileSpec]:
+def compile_firmware(arch: str, out: Path, mpy_cross: str, firmware: Path | None = None) -> list[FileSpec]:
     """The firmware as a board gets it: boot.py and main.py as source, every other module compiled."""
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    for src in firmware_modules():
+    for src in firmware_modules(firmware):
         if src.name in SOURCE_ONLY:
             files.append(FileSpec(src, f"/{src.name}"))
             continue
@@ -250,7 +250,7 @@ def compile_firmware(arch: str, out: Path, mpy_cross: str) -> list[FileSpec]:
 
 
 def build_plan(board: str, device: str, secrets: Path, mpy_cross: str, arch: str | None = None,
-               compile_: bool = True) -> Plan:
+               compile_: bool = True, firmware: Path | None = None, build_dir: Path | None = None) -> Plan:
     board_file = paths.BOARDS / f"{board}.json"
     platform = json.loads(board_file.read_text())["platform"]
     if platform not in ARCH:
@@ -261,8 +261,8 @@ def build_plan(board: str, device: str, secrets: Path, mpy_cross: str, arch: str
     arch = arch or ARCH[platform]
     if arch not in ARCH_CODES:
         raise DeployError(f"--arch {arch!r}: one of {', '.join(ARCH_CODES)}")
-    build = paths.BUILD / "deploy" / f"{board}-{arch}"
-    files = compile_firmware(arch, build, mpy_cross) if compile_ else []
+    build = build_dir or paths.BUILD / "deploy" / f"{board}-{arch}"
+    files = compile_firmware(arch, build, mpy_cross, firmware) if compile_ else []
     # umqtt goes in "/", not "/lib": sys.path on an ESP32 is ['', '.frozen', '/lib'] and the ESP32_GENERIC
     # firmware freezes micropython-lib's umqtt.simple, which would shadow the pinned copy in /lib.
     files.append(FileSpec(paths.BUILD_LIB / "umqtt" / "simple.py", "/umqtt/simple.py"))
