@@ -3,7 +3,9 @@
 # password, no AP, drop after N s). status() gives the port's codes: STAT_IDLE/CONNECTING/GOT_IP or the
 # ESP-IDF disconnect reason (201 no AP, 202 wrong password, ...); the driver reconnects by itself after a
 # failure, and connect() while it is still trying raises OSError("Wifi Internal Error"), as on a board.
-# Host-side only.
+# Host-side only. Functions are native code, so a traceback stops at the caller, as with the C module.
+import micropython
+
 import _link
 
 STA_IF = 0
@@ -35,6 +37,9 @@ MODE_11N = 4
 _hostname = ["mpy-esp32"]
 
 
+@micropython.native  # C on a board: no traceback entry
+
+
 def _call(op, **args):
     r = _link.get().call(op, **args)
     err = r.get("esp_error")
@@ -64,24 +69,34 @@ class WLAN:
     def __init__(self, interface_id=STA_IF):
         pass
 
+    @micropython.native  # C on a board: no traceback entry
+
     def active(self, is_active=None):
         if is_active is None:
             return _call("wlan_active", iface=self._if)["active"]
         _call("wlan_active", iface=self._if, active=bool(is_active))
         return bool(is_active)
 
+    @micropython.native  # C on a board: no traceback entry
+
     def connect(self, ssid=None, key=None, *, bssid=None):
         if self._if != STA_IF:
             raise OSError("STA required")
         _call("wlan_connect", ssid=ssid, key=key)
 
+    @micropython.native  # C on a board: no traceback entry
+
     def disconnect(self):
         _call("wlan_disconnect")
+
+    @micropython.native  # C on a board: no traceback entry
 
     def isconnected(self):
         if self._if != STA_IF:
             return False
         return _call("wlan_status")["status"] == STAT_GOT_IP
+
+    @micropython.native  # C on a board: no traceback entry
 
     def status(self, param=None):
         if param is None:
@@ -94,10 +109,14 @@ class WLAN:
             return []
         raise ValueError("unknown status param")
 
+    @micropython.native  # C on a board: no traceback entry
+
     def ifconfig(self, cfg=None):
         if cfg is not None:
             return None
         return tuple(_call("wlan_ifconfig")["ifconfig"])
+
+    @micropython.native  # C on a board: no traceback entry
 
     def ipconfig(self, *args, **kw):
         ip, mask, gw, dns = self.ifconfig()
@@ -108,6 +127,8 @@ class WLAN:
         if args and args[0] == "dhcp4":
             return True
         return None
+
+    @micropython.native  # C on a board: no traceback entry
 
     def config(self, *args, **kw):
         if kw:
@@ -128,6 +149,8 @@ class WLAN:
         if name == "channel":
             return 6
         raise ValueError("unknown config param")
+
+    @micropython.native  # C on a board: no traceback entry
 
     def scan(self):
         return [(bytes(s, "utf-8"), b"\x02\x00\x00\x00\x00\x01", 6, rssi, AUTH_WPA2_PSK, False)

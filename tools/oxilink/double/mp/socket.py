@@ -3,6 +3,8 @@
 # test scripted to fail (OSError(-202), as lwIP's EAI_FAIL reaches MicroPython on the ESP32), and answers with
 # a loopback relay for the destination: the relay carries TCP and UDP, goes silent when Wi-Fi drops, and can
 # stretch a TLS handshake to an ESP32's seconds. Host-side only.
+import micropython
+
 import _builtin
 import _link
 
@@ -14,6 +16,7 @@ for _n in dir(_s):
 del _g, _n
 
 
+@micropython.native  # C on a board: no traceback entry
 def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
     r = _link.get().call("resolve", host=host, port=port)
     if "gai_error" in r:
