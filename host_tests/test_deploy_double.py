@@ -199,3 +199,26 @@ def test_make_repl_logs_and_erase_work_against_the_double(tmp_path, mpbuild):
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert b.wdt_resets == 0
     assert FlashImage(image).files() == {}
+
+
+def test_deploy_into_a_flash_image_or_folder_is_the_same_file_set(tmp_path, mpbuild, secrets_root):
+    """One plan, two executors: `oxilink deploy --image` (and --folder) write what the mpremote session would
+    leave on the board, and the double boots that image unchanged."""
+    ident = provisioned(secrets_root, f"dev-deploy-img-{mpbuild}")
+    arch = "x86" if shim.binary_bits(mprun.micropython_binary(mpbuild)) == 32 else "x64"
+    oxilink = VENV_BIN / "oxilink"
+    image = tmp_path / "flash.img"
+    assert subprocess.run([oxilink, "double", "erase", str(image)], capture_output=True).returncode == 0
+    common = ["deploy", "--board", "esp32-devkitc", "--device", ident.device_id, "--arch", arch]
+    for target in (["--image", str(image)], ["--folder", str(tmp_path / "tree")]):
+        proc = subprocess.run([oxilink, *common, *target], env=deploy_env(secrets_root), capture_output=True,
+                              text=True, timeout=180)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    want = digests(plan_for(ident, arch, tmp_path))
+    tree = {"/" + str(p.relative_to(tmp_path / "tree")): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in (tmp_path / "tree").rglob("*") if p.is_file()}
+    on_image = {p: d for p, (_, d) in FlashImage(image).files().items()}
+    assert tree == want  # exactly the set, nothing staged or flagged left over
+    assert {p: on_image[p] for p in want} == want and "/deploying" not in on_image
+    with Board(tmp_path / "board", image, ap=AccessPoint(connect_s=0.3)) as b:
+        b.expect(r"oxilink 0\.1\.0 on esp32-devkitc \(esp32\), reset cause power-on", 30)
