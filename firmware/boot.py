@@ -1,8 +1,11 @@
-# oxilink boot.py: keep it minimal; main.py decides between the app and safe mode.
+# oxilink boot.py: keep it minimal; main.py decides between the app and safe mode. It also runs after a soft
+# reset into the raw REPL (mpremote), where main.py does not: a watchdog the app started must be kept fed.
+#
 # The deployed modules are native .mpy files (mpy-cross -march=xtensawin/rv32imc), .mpy version 6.3: they load
 # on MicroPython v1.23 or newer (v1.24 or newer on the ESP32-C3, whose native emitter came with v1.24). On an
 # older or emitter-less firmware every import would fail; say so and stop here (an exception in boot.py
 # keeps main.py from running, and the REPL stays free).
+import gc
 import sys
 
 
@@ -16,3 +19,11 @@ def _check_mpy(mpy):
 
 
 _check_mpy(getattr(sys.implementation, "_mpy", 0))
+
+import machine  # noqa: E402
+
+if machine.reset_cause() == machine.SOFT_RESET:
+    import wdtkeeper
+
+    wdtkeeper.start()
+gc.collect()

@@ -64,6 +64,15 @@ def apply_broker(cfg, broker):
     cfg["mqtt"]["port"] = int(port)
 
 
+def time_server(cfg, path="secrets.json"):
+    """The SNTP server: secrets.json's "ntp" (the site's, from provisioning) or the board file's time.ntp_server."""
+    with open(path) as f:
+        ntp = json.load(f).get("ntp", "")
+    if type(ntp) is not str:
+        raise StartupError("%s: field 'ntp' must be a string HOST or HOST:PORT" % path)
+    return ntp or cfg["time"]["ntp_server"]
+
+
 class CrashCounter:
     """Crashes in a row, kept in `path` (JSON) with the safe-mode retries and whether the user interrupted the
     app (Ctrl-C, mpremote): the watchdog keeps running after that, and the reset it causes is not a crash."""

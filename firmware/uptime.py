@@ -26,3 +26,13 @@ class Uptime:
         elif d < 0:
             self._last = now  # not updated for over half a period: that time cannot be told apart, skip it
         return self.s
+
+    def stamp(self):
+        """Now, as a stamp for since_s()."""
+        self.update()
+        return (self.s, self._ms)
+
+    def since_s(self, stamp):
+        """Seconds (rounded) from stamp to now, for any length of time."""
+        self.update()
+        return self.s - stamp[0] + (self._ms - stamp[1] + 500) // 1000

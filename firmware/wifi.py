@@ -89,10 +89,19 @@ class Station:
             wait = clock.ticks_diff(self._retry_at, now)
             if 0 < wait <= self.backoff.cap_ms:  # larger: a deadline that wrapped, i.e. long past
                 return False
-        wlan.connect(self.ssid, self._password)
+        elif wlan.status() == STAT_CONNECTING:
+            # The driver is already trying (a join started before a soft reset): supervise it. connect() now
+            # would fail ("Wifi Internal Error", MicroPython issue #17661).
+            self._state = _JOINING
+            self._since = now
+            return False
         self.joins += 1
         self._state = _JOINING
         self._since = now
+        try:
+            wlan.connect(self.ssid, self._password)
+        except OSError as e:
+            self._failed("the driver refused to connect (%s)" % (e.args[0] if e.args else e), now)
         return False
 
     def _failed(self, cause, now):
