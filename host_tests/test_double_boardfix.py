@@ -97,7 +97,7 @@ def test_double_dns_failure_never_blocks_the_fifo(tmp_path, mpbuild, pki, secret
         ident = provision_device("dev-dbl-dns", root=secrets_root, broker=f"broker.example:{named.port}",
                                  ntp=sntp.address, wifi_ssid=SSID, wifi_password=PASSWORD)
         with Board(tmp_path / "board", deployed_image(tmp_path, ident), ap=AccessPoint(connect_s=0.5),
-                   dns={"broker.example": {"fail": True}}, dns_timeout_s=5.0) as b:
+                   dns={"broker.example": {"fail": True, "delay_s": 5.0}}) as b:  # lwIP waits, then fails
             b.expect(r"oxilink 0\.1\.0 on esp32-devkitc", 60)
             time.sleep(35)
             overflows_while_failing = b.sensor_overflows
@@ -212,3 +212,40 @@ def test_double_ticks_wrap_during_the_run(tmp_path, mpbuild, broker, pki, secret
     uptimes = [a.status["uptime_s"] for a in accepted if a.status["reset_cause"] != "offline"]
     assert len(uptimes) >= 2 and uptimes == sorted(uptimes) and uptimes[-1] >= 30, uptimes
     assert overflows == 0
+
+
+def test_double_fifo_through_a_tls_handshake_at_esp32_cpu_cost(tmp_path, mpbuild, broker, pki, secrets_root):
+    """The FIFO through the TLS handshake: each public-key step blocks the board for 250 ms (Board(tls_step_ms),
+    tools/oxilink/double/mp/ssl.py, as mbedTLS blocks an ESP32's CPU) and the network adds 2 s (handshake_s); the
+    sensor's overflow counter stays 0 through boot, Wi-Fi, SNTP and three full handshakes. The RTC starts at
+    today's date so that 93e28bd (no SNTP) gets as far as the handshake: there one mbedTLS call verified the
+    broker's certificate and key exchange, the next computed ECDH and signed, and the FIFO overflowed."""
+    peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
+    peer.subscribe("oxilink/dev-dbl-tls/#")
+    with SntpServer() as sntp:
+        ident = provision_device("dev-dbl-tls", root=secrets_root, broker=f"localhost:{broker.port}",
+                                 ntp=sntp.address, wifi_ssid=SSID, wifi_password=PASSWORD)
+        with Board(tmp_path / "board", deployed_image(tmp_path, ident), ap=AccessPoint(connect_s=1.0),
+                   rtc_at_power_on=time.time(), tls_step_ms=250, handshake_s=2.0) as b:
+            b.expect(r"connected to broker", 90)
+            time.sleep(5)
+            assert b.sensor_overflows == 0, b.output[-2000:]  # 93e28bd: ~70 samples lost in the handshake
+            for _ in range(2):  # two more full handshakes after Wi-Fi drops
+                m = b.mark()
+                with b.lock:
+                    b.ap.present = False
+                time.sleep(4)
+                with b.lock:
+                    b.ap.present = True
+                b.expect(r"Wi-Fi: joined", 60, since=m)
+                deadline = time.monotonic() + 60
+                while len([h for r in b.relays.values() for h in r.handshakes]) < 2 + _ and time.monotonic() < deadline:
+                    time.sleep(0.5)
+            time.sleep(5)
+            overflows = b.sensor_overflows
+            handshakes = [h for r in b.relays.values() for h in r.handshakes]
+    accepted, rejected = verify_all(verifier_for(tmp_path / "rx", ident), peer.drain())
+    peer.close()
+    assert overflows == 0
+    assert len(handshakes) >= 3 and all(h >= 2.0 for h in handshakes), handshakes
+    assert rejected == [] and any(a.kind == "status" for a in accepted)

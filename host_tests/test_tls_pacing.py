@@ -1,6 +1,6 @@
 """Issue 12, the FIFO through the TLS handshake. On an ESP32 each public-key step of a TLS handshake (verify the
 broker's certificate, verify its key exchange, ECDH, sign CertificateVerify) takes a few hundred ms of CPU
-inside one mbedTLS call, and the MAX30102's FIFO holds 320 ms at 100 Hz. host_tests/mp/tls_stretch.py charges
+inside one mbedTLS call, and the MAX30102's FIFO holds 320 ms at 100 Hz. firmware/sim/tlscost.py charges
 250 ms of device time for each such step as its message passes between mbedTLS and the socket; the device
 clock is virtual (it moves only when the device sleeps or a step is charged), so what is measured is the
 design, not the host's speed. The firmware must drain the FIFO between any two of those steps: the sensor's

@@ -209,6 +209,8 @@ class Max30102Sim:
         self._phase = total - n * unit
         self.produced += n
         if n:
+            if hasattr(self, "overflowed"):  # a subclass that counts every lost sample (the board double's chip)
+                self.overflowed += n
             self._ovf = min(31, self._ovf + n)
             self._status1 |= 0xC0  # PPG_RDY, A_FULL
             skip = getattr(self.source, "skip", None)

@@ -15,7 +15,7 @@
 #   wifi          {"outcomes": [...], "ssid", "password", "join_ms", "backoff_ms", "backoff_cap_ms"}: the network
 #                 is wifi.Station over fake_wlan.FakeWLAN instead of the host network
 #   dns_port      the DNS server's port (the fake Wi-Fi hands out 127.0.0.1); dns_timeout_ms, dns_tries
-#   tls_stretch_ms  each public-key TLS handshake step costs this much device time (tls_stretch.py)
+#   tls_stretch_ms  each public-key TLS handshake step costs this much device time (firmware/sim/tlscost.py)
 import json
 import os
 import sys
@@ -34,7 +34,7 @@ from sim.max30102_sim import Max30102Sim, SimI2C, SyntheticPPG
 from sim.ramblock import RamBlockDev
 from sim.scaledclock import ScaledClock
 from sim.vclock import VirtualClock
-from tls_stretch import StretchedContext
+from sim.tlscost import StretchedContext
 from tlsconfig import client_context
 
 
@@ -109,7 +109,7 @@ class SimDevice:
         ctx = tls_context(o) if m["tls"] and not o.get("no_tls_context") else None
         self.stretch = None
         if ctx is not None and o.get("tls_stretch_ms"):
-            ctx = self.stretch = StretchedContext(ctx, clock, o["tls_stretch_ms"])
+            ctx = self.stretch = StretchedContext(ctx, lambda ms: clock.advance_us(ms * 1000), o["tls_stretch_ms"])
         more = {"net_clock": net_clock} if net_clock is not time else {}
         self.dev = Device(cfg, self.keys, self.bus, clock, "/flash", pin=self.chip.pin, ssl_context=ctx,
                           network=self.network, watchdog=self.watchdog, hw=hw_unix, log=self.log,

@@ -94,7 +94,7 @@ class Board:
                  wiring: dict | None = None, sensor: dict | None | bool = True, build: str | None = None,
                  heapsize: str | None = None, unique_id: bytes | None = None,
                  rtc_at_power_on: float = EPOCH_2000, ticks_at_boot_ms: int = 0, rate: float = 1.0,
-                 handshake_s: float = 0.0, ap: AccessPoint | None = None, serial: str = "pty",
+                 handshake_s: float = 0.0, tls_step_ms: int = 0, ap: AccessPoint | None = None, serial: str = "pty",
                  boot_delay_s: float = 0.2, dns: dict | None = None, dns_timeout_s: float = 5.0,
                  flash_size: int = DEFAULT_SIZE, reports_mpy: int | None = None):
         self.workdir = Path(workdir)
@@ -117,6 +117,7 @@ class Board:
         self.ticks_at_boot_ms = ticks_at_boot_ms
         self.rate = rate
         self.handshake_s = handshake_s
+        self.tls_step_ms = tls_step_ms  # CPU time (board ms) of each public-key TLS handshake step (mp/ssl.py)
         self.ap = ap or AccessPoint()
         self.dns = dns or {}  # host -> {"ip": "127.0.0.2"} and/or {"fail": True} and/or {"delay_s": s}
         self.dns_timeout_s = dns_timeout_s  # how long lwIP's getaddrinfo blocks when no DNS server answers
@@ -406,7 +407,7 @@ class Board:
             "link_port": self._ctl.getsockname()[1], "token": self._token, "reset_cause": RESET_CODES[cause],
             "repl_mode": mode, "platform": self.platform, "wiring": self.wiring, "sensor": self.sensor,
             "unique_id": list(self.unique_id), "flash": str(self.flash.resolve()),
-            "firmware_dir": str(paths.FIRMWARE), "reports_mpy": self.reports_mpy}))
+            "firmware_dir": str(paths.FIRMWARE), "reports_mpy": self.reports_mpy, "tls_step_ms": self.tls_step_ms}))
         env = dict(os.environ, MICROPYPATH=f".frozen:{MP_DIR}", OXILINK_BOARD_RUN=str(run_file),
                    OXILINK_CLOCK_FILE=str(self.clock.path), LD_PRELOAD=str(self._shim), TZ="UTC")
         cmd = [self._binary] + (["-X", f"heapsize={self.heapsize}"] if self.heapsize else []) + [

@@ -28,9 +28,10 @@ import time  # noqa: E402,F401
 import _flash  # noqa: E402
 import _repl  # noqa: E402
 
-sys.path.append(run["firmware_dir"])  # for firmware/sim (the simulated chip) only, and only until "/" goes
+sys.path.append(run["firmware_dir"])  # for firmware/sim (the simulated chip, TLS CPU time) only, until "/" goes
 if machine._chip.present():
     machine._chip.get()  # opens a recording before the host's files go
+import ssl  # noqa: E402,F401  (the double's: it may need firmware/sim/tlscost.py)
 sys.path.remove(run["firmware_dir"])
 
 _repl.out("\r\n")

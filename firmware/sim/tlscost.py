@@ -1,9 +1,11 @@
-# Makes a TLS handshake cost the device what it costs on an ESP32. Every public-key handshake message passing
-# between mbedTLS and the socket advances the device clock by cost_ms: the server's Certificate and
-# ServerKeyExchange (the client verifies their signatures) when they have been handed to mbedTLS, the
-# client's ClientKeyExchange (ECDH) and CertificateVerify (ECDSA sign) when mbedTLS writes them. The simulated
-# sensor fills its FIFO by that clock, so firmware that lets one uninterruptible call run several of these
-# steps overflows the FIFO here as it would on a board; host crypto alone takes milliseconds.
+# Makes a TLS handshake cost the device what it costs on an ESP32 (host-side only, never deployed). Every
+# public-key handshake message passing between mbedTLS and the socket costs cost_ms of the device's time: the
+# server's Certificate and ServerKeyExchange (the client verifies their signatures) once handed to mbedTLS,
+# the client's ClientKeyExchange (ECDH) and CertificateVerify (ECDSA sign) when mbedTLS writes them. `charge`
+# spends it: a virtual clock jumps ahead (host_tests' SimDevice), the board double blocks the interpreter as the
+# ESP32's CPU would be blocked. The simulated sensor fills its FIFO meanwhile, so firmware that lets one
+# uninterruptible mbedTLS call run several of these steps overflows the FIFO as it would on a board; host
+# crypto alone takes milliseconds.
 #
 # StretchedContext wraps an ssl.SSLContext: wrap_socket(sock) puts a Stretch between mbedTLS and sock (the
 # TCP socket, or whatever stream the firmware hands to the TLS layer).
@@ -76,11 +78,11 @@ class _HandshakeParser:
 
 
 class Stretch(io.IOBase):
-    def __init__(self, sock, clock, cost_ms, events, probe=None):
+    def __init__(self, sock, charge, cost_ms, events, probe=None):
         self._s = sock
         self._probe_state = probe or (lambda: None)
-        self._clock = clock
-        self._cost_us = cost_ms * 1000
+        self._charge = charge  # charge(ms): spend that much device time
+        self._cost_ms = cost_ms
         self.events = events  # ("in"|"out", handshake type, charged, probe()) in order
         self._in = _HandshakeParser(lambda t: self._message("in", t, HEAVY_IN))
         self._out = _HandshakeParser(lambda t: self._message("out", t, HEAVY_OUT))
@@ -92,7 +94,7 @@ class Stretch(io.IOBase):
     def _message(self, way, kind, heavy):
         charged = kind in heavy
         if charged:
-            self._clock.advance_us(self._cost_us)
+            self._charge(self._cost_ms)
         self.events.append((way, kind, charged, self._probe_state()))
 
     def readinto(self, buf):
@@ -133,12 +135,14 @@ class Stretch(io.IOBase):
 
 
 class StretchedContext:
-    def __init__(self, ctx, clock, cost_ms=250):
+    """An ssl.SSLContext whose connections pay cost_ms per public-key handshake step (charge(ms) spends it)."""
+
+    def __init__(self, ctx, charge, cost_ms=250):
         self.ctx = ctx
-        self.clock = clock
+        self.charge = charge
         self.cost_ms = cost_ms
         self.events = []
         self.probe = None  # () -> a value recorded with each message (e.g. the device's drain count)
 
     def wrap_socket(self, sock, **kw):
-        return self.ctx.wrap_socket(Stretch(sock, self.clock, self.cost_ms, self.events, self.probe), **kw)
+        return self.ctx.wrap_socket(Stretch(sock, self.charge, self.cost_ms, self.events, self.probe), **kw)
