@@ -130,6 +130,38 @@ except OSError as e:
     srv.close()
 
 
+def test_an_open_connection_goes_silent_when_the_access_point_goes(tmp_path, mpbuild):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    connect = """\
+import socket, network, time
+w = network.WLAN(network.STA_IF)
+w.active(True)
+w.connect("oxilink-test", "correct horse battery")
+while not w.isconnected():
+    time.sleep_ms(20)
+s = socket.socket()
+s.connect(socket.getaddrinfo("localhost", {port})[0][-1])
+s.write(b"one")
+"""
+    with board(tmp_path, {}, ap=AccessPoint(connect_s=0.2)) as b:
+        b.expect(">>> ")
+        b.exec(connect.format(port=port))
+        conn, _ = srv.accept()
+        conn.settimeout(3)
+        assert conn.recv(3) == b"one"
+        b.ap.present = False  # the access point goes away while the connection is open
+        out = b.exec("import network\nprint(network.WLAN(network.STA_IF).isconnected())\ns.write(b'two')")
+        assert out.strip() == "False"
+        conn.settimeout(1.5)
+        with pytest.raises(TimeoutError):
+            conn.recv(3)  # nothing gets through: no data, and no FIN or RST either
+        conn.close()
+    srv.close()
+
+
 def _tls_server(pki, tmp_path):
     issued = pki.issue("localhost", server=True, folder=tmp_path / "srv")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
