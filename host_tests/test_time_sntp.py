@@ -139,7 +139,7 @@ say("stamped", {"batches": dev.batches, "stamped": stamped, "depth": dev.queue.d
 
 def test_batches_wait_for_the_clock_and_carry_their_true_times(tmp_path, secrets_root, mpbuild):
     ident = provision_device("dev-time-backlog", root=secrets_root)
-    with DeviceProcess(tmp_path / "dev", BACKLOG, {"secrets": str(ident.folder), "port": 1, "speed": 8,
+    with DeviceProcess(tmp_path / "dev", BACKLOG, {"secrets": str(ident.folder), "port": 1, "speed": 5,
                                                    "batch_seconds": 5}) as dev:
         waiting = dev.expect("waiting", 180)
         stamped = dev.finish(tag="stamped", timeout=60)
