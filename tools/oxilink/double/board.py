@@ -57,6 +57,23 @@ _ROM = {  # what the ESP32's ROM bootloader prints on UART0 after each kind of r
 }
 
 
+_SYS_TGKILL = 234  # x86-64 Linux
+
+
+def _interrupt_main_thread(pid: int) -> None:
+    """SIGINT to the board process's main thread, where MicroPython runs. Sent to the process, a signal may land
+    on one of its helper threads (Timer, IRQ poller), and the 64-bit build (MicroPython inside CPython) does not
+    survive that reliably."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_TGKILL, pid, pid, signal.SIGINT) != 0:
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+
 def default_wiring(board: str = "esp32-devkitc") -> dict:
     """The sensor's wires on a board as the README's wiring table (and boards/<board>.json) has them."""
     cfg = json.loads((paths.BOARDS / f"{board}.json").read_text())
@@ -336,10 +353,7 @@ class Board:
                 if not self._interruptible:
                     self._to_board(b"\x03")  # interrupts are off while the board starts: a Ctrl-C is a byte
                 elif proc is not None and proc.poll() is None:
-                    try:
-                        os.kill(proc.pid, signal.SIGINT)
-                    except ProcessLookupError:
-                        pass
+                    _interrupt_main_thread(proc.pid)
 
     def _to_board(self, data: bytes) -> None:
         proc = self._proc

@@ -87,7 +87,7 @@ class BoardLink:
                 return None
             if op == "interruptible":
                 b._interruptible = True
-                return None
+                return {}
             if op == "ran" and boot is not None:
                 boot.files_ran[m["file"]] = m["ok"]
                 return None
