@@ -14,7 +14,7 @@
 import time
 
 from acquisition import Acquisition
-from batch import BatchBuilder, encode_status
+from batch import BatchBuilder, BatchWait, encode_status
 from boardconf import output_rate
 from cose import Sealer
 from flashqueue import FlashQueue
@@ -29,8 +29,8 @@ FW_VERSION = "0.1.0"
 _EPOCH_2000 = 946684800  # MicroPython ports whose epoch is 2000-01-01 (the ESP32's)
 _SENSOR_RECOVER_MS = 1000
 # Batches filled while the clock is unknown wait in RAM for it (at most this many seconds of readings, at most
-# _UNSTAMPED_MAX batches); beyond that the oldest is dropped and counted (docs/time.md).
-_UNSTAMPED_S = 600
+# _UNSTAMPED_MAX batches; 8 bytes a reading); beyond that the oldest is dropped and counted (docs/time.md).
+_UNSTAMPED_S = 300
 _UNSTAMPED_MAX = 20
 _DRAIN_STALE_MS = 2000  # device clock: no drain for this long means samples are being lost
 # Real time: one loop turn is at most a connect or one delivery, every socket wait bounded by link.timeout_ms
@@ -69,12 +69,11 @@ class Device:
         self.acq = Acquisition(self.sensor, clock, pin=pin, consumer=self.vitals)
         report = cfg["report"]
         self.batch = BatchBuilder(report["batch_seconds"], keys.device_id, FW_VERSION)
-        self._batch_at = None  # uptime stamp when the current batch began: its start time once the clock is known
-        # Full batches waiting for the clock, oldest first, as (builder, start stamp); and builders to reuse.
-        n = max(1, min(_UNSTAMPED_MAX, _UNSTAMPED_S // report["batch_seconds"]))
-        self._unstamped = []
-        self._spare = [BatchBuilder(report["batch_seconds"], keys.device_id, FW_VERSION) for _ in range(n)]
-        self.unstamped_dropped = 0
+        self._batch_at = 0  # uptime stamp when the current batch began: its start time once the clock is known
+        # Full batches waiting for the clock, and the builder that seals them once it is known.
+        self._wait = BatchWait(max(1, min(_UNSTAMPED_MAX, _UNSTAMPED_S // report["batch_seconds"])),
+                               report["batch_seconds"])
+        self._stamper = BatchBuilder(report["batch_seconds"], keys.device_id, FW_VERSION)
         self._plain = bytearray(self.batch.max_encoded_size)
         self._plain_mv = memoryview(self._plain)
         self.sealer = Sealer(keys, MessageCounter(state_dir + "/counter"), max_payload=len(self._plain))
@@ -174,23 +173,23 @@ class Device:
             self._seal(self.batch, self._start_time(self._batch_at, now_s))
             self._new_batch(self.batch)
             return
-        if not self._spare:  # the wait is full: the oldest batch goes, counted
-            self._spare.append(self._unstamped.pop(0)[0])
-            self.unstamped_dropped += 1
-            if self.log and self.unstamped_dropped == 1:
-                self.log.error("time: clock still not set after %d s of readings; dropping the oldest unstamped "
-                               "batch (counted in the status as dropped)"
-                               % ((len(self._unstamped) + 1) * self.batch.capacity))
-        self._unstamped.append((self.batch, self._batch_at))
-        self._new_batch(self._spare.pop())
+        if self._wait.put(self.batch, self._batch_at) and self.log and self._wait.dropped == 1:
+            self.log.error("time: clock still not set after %d s of readings; dropping the oldest unstamped "
+                           "batch (counted in the status as dropped)" % ((self._wait.slots + 1) * self.batch.capacity))
+        self._new_batch(self.batch)
+
+    @property
+    def unstamped_dropped(self):
+        return self._wait.dropped
 
     def stamp_waiting(self):
         """The clock is known: seal the batches that waited for it, oldest first, with their true start times."""
         now_s = self.wall_clock()
-        while now_s and self._unstamped:
-            builder, start_at = self._unstamped.pop(0)
-            self._seal(builder, self._start_time(start_at, now_s))
-            self._spare.append(builder)
+        while now_s:
+            start_at = self._wait.take(self._stamper)
+            if start_at is None:
+                return
+            self._seal(self._stamper, self._start_time(start_at, now_s))
 
     def _seal(self, builder, start_s):
         builder.start_s = start_s

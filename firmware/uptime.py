@@ -28,11 +28,10 @@ class Uptime:
         return self.s
 
     def stamp(self):
-        """Now, as a stamp for since_s()."""
+        """Now, as an int for since_s(): tenths of a second since start (fits a 32-bit array for 6.8 years)."""
         self.update()
-        return (self.s, self._ms)
+        return self.s * 10 + self._ms // 100
 
     def since_s(self, stamp):
         """Seconds (rounded) from stamp to now, for any length of time."""
-        self.update()
-        return self.s - stamp[0] + (self._ms - stamp[1] + 500) // 1000
+        return (self.stamp() - stamp + 5) // 10

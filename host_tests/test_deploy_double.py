@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from oxilink import mprun, paths
-from oxilink.deployplan import build_plan, mpremote_command, write_image
+from oxilink.deployplan import Commit, build_plan, mpremote_command, write_image
 from oxilink.double import AccessPoint, Board, shim
 from oxilink.double.flashimage import FlashImage, erase
 from oxilink.provision import provision_device
@@ -91,6 +91,20 @@ def test_redeploy_over_a_running_app_keeps_its_watchdog_fed(tmp_path, mpbuild, s
     assert {p: d for p, (_, d) in FlashImage(image).files().items() if p in digests(v2)} == digests(v2)
 
 
+def _outcome(b: Board, image: Path, d1: dict, d2: dict) -> tuple[str, bool, bool]:
+    """Power-cycle the board and see what it boots: ("safe mode" | "v1" | "v2" | "MIXED", safe, flag)."""
+    m = b.mark()
+    b.power_cycle(off_s=0.1)
+    b.expect(r"POWERON_RESET", since=m)
+    seen = b.expect(r"(SAFE MODE \(a deploy did not finish[^\r]*)|(oxilink 0\.1\.0 on esp32-devkitc)", 20, since=m)
+    safe = seen.group(1) is not None
+    b.power_off()
+    files = {p: d for p, (_, d) in FlashImage(image).files().items()}
+    current = {p: files.get(p) for p in d1}
+    name = "safe mode" if safe else ("v1" if current == d1 else "v2" if current == d2 else "MIXED")
+    return name, safe, "/deploying" in files
+
+
 @pytest.mark.parametrize("mpbuild", ["esp32like"], indirect=True)
 def test_an_interrupted_deploy_boots_into_safe_mode_never_a_mixed_set(tmp_path, mpbuild, secrets_root):
     ident = provisioned(secrets_root, "dev-deploy-cut")
@@ -102,22 +116,21 @@ def test_an_interrupted_deploy_boots_into_safe_mode_never_a_mixed_set(tmp_path, 
     write_image(v1, base)
     mpremote = mpremote_command(v2, "PORT", str(VENV_BIN / "mpremote"))
 
-    # One uninterrupted run measures where each step ends, in bytes the host sends.
+    # One uninterrupted run shows where each step's bytes go on the wire.
     shutil.copy(base, tmp_path / "probe.img")
     with Board(tmp_path / "probe", tmp_path / "probe.img") as b:
         b.expect(r"oxilink 0\.1\.0 on", 30)
-        marks = {}
-        proc = subprocess.Popen([c if c != "PORT" else b.url for c in mpremote], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:
-            if "files verified" in line:
-                marks["verified"] = b.input_bytes
-        assert proc.wait() == 0
-        total = b.input_bytes
+        assert subprocess.run([c if c != "PORT" else b.url for c in mpremote], capture_output=True).returncode == 0
+        wire = bytes(b.input_log)
+    flag_at = wire.index(b"deploying")
+    copy_from, copy_to = wire.index(b".mpy.new"), wire.index(b"bad = []")  # first staged file; the verify script
+    commit_at = wire.index(b"os.rename(n + '.new', n)")
 
-    # Cut the cable: in the first exec, after the flag, early/mid/late in the copy, in verify, in commit.
-    cuts = {"check": 200, "stage-early": total // 10, "stage-mid": total // 2, "stage-late": marks["verified"] - 4000,
-            "commit": marks["verified"] + 300}
+    # Cut the cable: in the first exec (before the flag), early / mid / late in the copy, inside the verify
+    # script, and while the commit script is on its way (a script runs only once it has arrived whole).
+    cuts = {"check": flag_at // 2, "stage-early": copy_from + (copy_to - copy_from) // 10,
+            "stage-mid": (copy_from + copy_to) // 2, "stage-late": copy_to - 2000, "verify": copy_to + 100,
+            "commit": commit_at + 10}
     results = {}
     for name, at in cuts.items():
         img = tmp_path / f"{name}.img"
@@ -128,22 +141,30 @@ def test_an_interrupted_deploy_boots_into_safe_mode_never_a_mixed_set(tmp_path, 
             proc = subprocess.run([c if c != "PORT" else b.url for c in mpremote], capture_output=True, text=True,
                                   timeout=120)
             assert proc.returncode != 0, name  # mpremote noticed the cable go
-            m = b.mark()
-            b.power_cycle(off_s=0.1)
-            b.expect(r"POWERON_RESET", since=m)
-            time.sleep(0.5)
-            seen = b.expect(r"(SAFE MODE \(a deploy did not finish[^\r]*)|(oxilink 0\.1\.0 on esp32-devkitc)",
-                            20, since=m)
-            safe = seen.group(1) is not None
-        files = {p: d for p, (_, d) in FlashImage(img).files().items()}
-        flag = "/deploying" in files
-        current = {p: files.get(p) for p in d1}
-        results[name] = "safe mode" if safe else ("v1" if current == d1 else "v2" if current == d2 else "MIXED")
+            results[name], safe, flag = _outcome(b, img, d1, d2)
         # the board runs an app only from a complete set; with the flag present it never runs one
-        assert safe == flag, (name, safe, flag)
-        assert safe or current in (d1, d2), (name, results[name])
+        assert safe == flag and results[name] != "MIXED", (name, results)
     assert results["check"] == "v1"  # cut before the flag: the old firmware runs on
-    assert all(results[n] == "safe mode" for n in ("stage-early", "stage-mid", "stage-late", "commit")), results
+    assert all(results[n] == "safe mode" for n in cuts if n != "check"), results
+
+    # Power lost in the middle of the commit itself (after some renames): the flag is still there.
+    img = tmp_path / "commit-power.img"
+    shutil.copy(base, img)
+    commit = Commit().script(v2)
+    names = Commit().order(v2)
+    half = commit.replace(repr(names), repr(names[: len(names) // 2]), 1).split("keep = ")[0]
+    with Board(tmp_path / "commit-power", img) as b:
+        b.expect(r"oxilink 0\.1\.0 on", 30)
+        steps = mpremote_command(v2, b.url, str(VENV_BIN / "mpremote"))
+        last_plus = len(steps) - 1 - steps[::-1].index("+")
+        before_commit = steps[:last_plus - 3]  # ... + exec VERIFY + exec COMMIT + reset: keep up to VERIFY
+        assert subprocess.run(before_commit, capture_output=True).returncode == 0
+        b.exec(half)  # half the renames (main.py and boot.py among them), then the power goes
+        name, safe, flag = _outcome(b, img, d1, d2)
+    assert name == "safe mode" and flag
+    files = {p: d for p, (_, d) in FlashImage(img).files().items()}
+    untouched = [n for n in names[len(names) // 2:] if n.endswith(".mpy")][-1]
+    assert files["/main.py"] == d2["/main.py"] and files[untouched] == d1[untouched]  # mixed on flash, never run
 
 
 def test_a_board_with_too_old_micropython_is_refused(tmp_path, mpbuild, secrets_root):

@@ -89,6 +89,10 @@ def test_reset_causes_are_the_esp32_constants(tmp_path, mpbuild):
         constants = b.exec("import machine\nprint(machine.PWRON_RESET, machine.HARD_RESET, machine.WDT_RESET, "
                            "machine.DEEPSLEEP_RESET, machine.SOFT_RESET)")
         assert constants.split() == ["1", "2", "3", "4", "5"]
+        ident = b.exec("import machine\nprint(machine.unique_id().hex(), machine.freq())\n"
+                       "machine.freq(240000000)\nprint(machine.freq())\n"
+                       "try:\n    machine.freq(100000000)\nexcept ValueError as e:\n    print('refused', e)")
+        assert ident.split()[:3] == [b.unique_id.hex(), "160000000", "240000000"] and "refused frequency" in ident
         assert [x.cause for x in b.boots] == ["power-on", "brown-out", "hard", "soft"]
 
 

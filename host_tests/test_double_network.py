@@ -94,23 +94,31 @@ def test_link_drops_after_n_seconds_and_comes_back(tmp_path, mpbuild):
         assert any("STA_DISCONNECTED, reason:200:beacon timeout" in line for line in b.idf_log)
 
 
-def test_dns_and_sockets_need_wifi(tmp_path, mpbuild):
+JOIN = """\
+w = network.WLAN(network.STA_IF)
+w.active(True)
+w.connect("oxilink-test", "correct horse battery")
+while not w.isconnected():
+    time.sleep_ms(20)
+"""
+
+
+def listener() -> tuple[socket.socket, int]:
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
-    port = srv.getsockname()[1]
+    return srv, srv.getsockname()[1]
+
+
+def test_dns_and_sockets_need_wifi(tmp_path, mpbuild):
+    srv, port = listener()
     code = """\
 import socket, network, time
 try:
     socket.getaddrinfo("localhost", {port})
 except OSError as e:
     print("before wifi", e.errno)
-w = network.WLAN(network.STA_IF)
-w.active(True)
-w.connect("oxilink-test", "correct horse battery")
-while not w.isconnected():
-    time.sleep_ms(20)
-s = socket.socket()
+{join}s = socket.socket()
 s.connect(socket.getaddrinfo("localhost", {port})[0][-1])
 s.write(b"hello")
 print("sent")
@@ -122,10 +130,34 @@ except OSError as e:
     with board(tmp_path, {}, ap=AccessPoint(connect_s=0.2), dns_timeout_s=0.3,
                dns={"broker.example": {"fail": True}}) as b:
         b.expect(">>> ")
-        out = b.exec(code.format(port=port))
+        out = b.exec(code.format(port=port, join=JOIN))
         conn, _ = srv.accept()
         assert conn.recv(5) == b"hello"  # a real socket, through the board's relay, to the real server
         assert "before wifi -202" in out and "scripted -202" in out  # lwIP's EAI_FAIL, as the ESP32 raises it
+        conn.close()
+    srv.close()
+
+
+def test_an_open_connection_goes_silent_when_the_access_point_goes(tmp_path, mpbuild):
+    srv, port = listener()
+    connect = """\
+import socket, network, time
+{join}s = socket.socket()
+s.connect(socket.getaddrinfo("localhost", {port})[0][-1])
+s.write(b"one")
+"""
+    with board(tmp_path, {}, ap=AccessPoint(connect_s=0.2)) as b:
+        b.expect(">>> ")
+        b.exec(connect.format(port=port, join=JOIN))
+        conn, _ = srv.accept()
+        conn.settimeout(3)
+        assert conn.recv(3) == b"one"
+        b.ap.present = False  # the access point goes away while the connection is open
+        out = b.exec("import network\nprint(network.WLAN(network.STA_IF).isconnected())\ns.write(b'two')")
+        assert out.strip() == "False"
+        conn.settimeout(1.5)
+        with pytest.raises(TimeoutError):
+            conn.recv(3)  # nothing gets through: no data, and no FIN or RST either
         conn.close()
     srv.close()
 
@@ -158,12 +190,7 @@ def _tls_server(pki, tmp_path):
 
 TLS = """\
 import socket, ssl, network, time, machine
-w = network.WLAN(network.STA_IF)
-w.active(True)
-w.connect("oxilink-test", "correct horse battery")
-while not w.isconnected():
-    time.sleep_ms(20)
-ca = open("/ca.der", "rb").read()
+{join}ca = open("/ca.der", "rb").read()
 
 def handshake():
     s = socket.socket()
@@ -193,7 +220,7 @@ def test_tls_checks_certificates_against_the_board_clock(tmp_path, mpbuild, pki)
     srv, handshakes = _tls_server(pki, tmp_path)
     with board(tmp_path, {"/ca.der": pki.ca_der()}, ap=AccessPoint(connect_s=0.2)) as b:
         b.expect(">>> ")
-        out = b.exec(TLS.format(port=srv.getsockname()[1], now=int(time.time())), timeout=60)
+        out = b.exec(TLS.format(port=srv.getsockname()[1], now=int(time.time()), join=JOIN), timeout=60)
     srv.close()
     first, second = out.strip().splitlines()
     # at power-on the RTC reads 2000-01-01: the server's certificate is not valid yet, so mbedTLS refuses it

@@ -125,9 +125,9 @@ def note_seal(b, start_s):
 
 dev._new_batch, dev._seal = note_new, note_seal
 began.append(0)
-n = len(dev._spare)  # how many full batches may wait
+n = dev._wait.slots  # how many full batches may wait
 d.run_until(lambda: dev.unstamped_dropped >= 2, 120)
-say("waiting", {"batches": dev.batches, "unstamped": len(dev._unstamped), "dropped": dev.unstamped_dropped,
+say("waiting", {"batches": dev.batches, "unstamped": dev._wait.len, "dropped": dev.unstamped_dropped,
                 "connects": dev.transport.counts["connects"], "lost": dev.acq.lost, "readings": dev.acq.readings,
                 "began": began, "builders": n, "status_dropped": None})
 known[0] = True
@@ -139,12 +139,12 @@ say("stamped", {"batches": dev.batches, "stamped": stamped, "depth": dev.queue.d
 
 def test_batches_wait_for_the_clock_and_carry_their_true_times(tmp_path, secrets_root, mpbuild):
     ident = provision_device("dev-time-backlog", root=secrets_root)
-    with DeviceProcess(tmp_path / "dev", BACKLOG, {"secrets": str(ident.folder), "port": 1, "speed": 8,
+    with DeviceProcess(tmp_path / "dev", BACKLOG, {"secrets": str(ident.folder), "port": 1, "speed": 5,
                                                    "batch_seconds": 5}) as dev:
         waiting = dev.expect("waiting", 180)
         stamped = dev.finish(tag="stamped", timeout=60)
     n = waiting["builders"]
-    assert n == 20  # 600 s of readings at 5 s per batch, capped at 20 batches
+    assert n == 20  # 300 s of readings at 5 s per batch would be 60 batches: capped at 20
     assert waiting["batches"] == 0 and waiting["connects"] == 0  # nothing sealed, no TLS tried without a clock
     assert waiting["unstamped"] == n and waiting["dropped"] == 2  # full: the oldest went, counted
     assert waiting["lost"] == 0 and waiting["readings"] >= 5 * (n + 1)  # sampling and vitals went on

@@ -29,7 +29,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 
 from .. import mprun, paths
 from . import shim
+from .boardlink import BoardLink
 from .clockstate import EPOCH_2000, BoardClock
 from .dnsserver import DnsServer
 from .flashimage import DEFAULT_SIZE, erase
@@ -47,7 +47,6 @@ from .wifi import AccessPoint, Station
 
 MP_DIR = Path(__file__).resolve().parent / "mp"
 
-DNS_SERVER = "127.0.0.1"  # what WLAN.ifconfig()[3] reports once the board has an IP
 RESET_CODES = {"power-on": 1, "brown-out": 1, "hard": 2, "panic": 2, "wdt": 3, "deepsleep": 4, "soft": 5}
 _ROM = {  # what the ESP32's ROM bootloader prints on UART0 after each kind of reset
     "power-on": "rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
@@ -57,6 +56,23 @@ _ROM = {  # what the ESP32's ROM bootloader prints on UART0 after each kind of r
     "wdt": "rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
     "deepsleep": "rst:0x5 (DEEPSLEEP_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
 }
+
+
+_SYS_TGKILL = 234  # x86-64 Linux
+
+
+def _interrupt_main_thread(pid: int) -> None:
+    """SIGINT to the board process's main thread, where MicroPython runs. Sent to the process, a signal may land
+    on one of its helper threads (Timer, IRQ poller), and the 64-bit build (MicroPython inside CPython) does not
+    survive that reliably."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_TGKILL, pid, pid, signal.SIGINT) != 0:
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
 
 
 def default_wiring(board: str = "esp32-devkitc") -> dict:
@@ -151,6 +167,7 @@ class Board:
         self._interruptible = False
         self._raw_repl = False
         self.input_bytes = 0  # bytes the host sent on the serial line
+        self.input_log = bytearray()  # ... and the bytes themselves
         self.idf_log: list[str] = []
         self._link_action: str | None = None
         self._sleep_ms = 0
@@ -158,18 +175,13 @@ class Board:
         self._powered = False
         self._binary = mprun.micropython_binary(self.build)
         self._shim = shim.library(shim.binary_bits(self._binary))
-        self._ctl = socket.socket()
-        self._ctl.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._ctl.bind(("127.0.0.1", 0))
-        self._ctl.listen(4)
-        self._ctl.settimeout(0.2)
+        self._link = BoardLink(self)
         if serial == "pty":
             self.port = PtyPort(self.workdir / "tty", self._on_host_input)
         elif serial == "tcp":
             self.port = TcpPort(self._on_host_input)
         else:
             raise ValueError(f"serial must be 'pty' or 'tcp', not {serial!r}")
-        threading.Thread(target=self._accept_links, daemon=True).start()
         self._supervisor = threading.Thread(target=self._supervise, daemon=True)
         self._supervisor.start()
 
@@ -250,7 +262,7 @@ class Board:
         if self._dns_server is not None:
             self._dns_server.close()
         self.port.close()
-        self._ctl.close()
+        self._link.close()
 
     def _request(self, action: tuple) -> None:
         with self._action_cond:
@@ -335,6 +347,7 @@ class Board:
 
     def _deliver(self, data: bytes) -> None:
         self.input_bytes += len(data)
+        self.input_log += data
         # Ctrl-C is the UART's interrupt character: it never reaches stdin, it raises KeyboardInterrupt.
         parts = data.split(b"\x03")
         for i, part in enumerate(parts):
@@ -345,10 +358,7 @@ class Board:
                 if not self._interruptible:
                     self._to_board(b"\x03")  # interrupts are off while the board starts: a Ctrl-C is a byte
                 elif proc is not None and proc.poll() is None:
-                    try:
-                        os.kill(proc.pid, signal.SIGINT)
-                    except ProcessLookupError:
-                        pass
+                    _interrupt_main_thread(proc.pid)
 
     def _to_board(self, data: bytes) -> None:
         proc = self._proc
@@ -404,7 +414,7 @@ class Board:
         self._token = secrets.token_hex(8)
         run_file = self.workdir / "run.json"
         run_file.write_text(json.dumps({
-            "link_port": self._ctl.getsockname()[1], "token": self._token, "reset_cause": RESET_CODES[cause],
+            "link_port": self._link.port, "token": self._token, "reset_cause": RESET_CODES[cause],
             "repl_mode": mode, "platform": self.platform, "wiring": self.wiring, "sensor": self.sensor,
             "unique_id": list(self.unique_id), "flash": str(self.flash.resolve()),
             "firmware_dir": str(paths.FIRMWARE), "reports_mpy": self.reports_mpy, "tls_step_ms": self.tls_step_ms}))
@@ -526,167 +536,3 @@ class Board:
             if w is None:
                 return False
             return self._board_ms() - w["last"] > w["timeout"]
-
-    # ---- the board process's requests (mp/_link.py) -----------------------------------------------------------
-
-    def _accept_links(self) -> None:
-        while not self._closing:
-            try:
-                conn, _ = self._ctl.accept()
-            except (TimeoutError, OSError):
-                continue
-            threading.Thread(target=self._serve_link, args=(conn,), daemon=True).start()
-
-    def _serve_link(self, conn: socket.socket) -> None:
-        f = conn.makefile("rwb")
-        token = None
-        try:
-            for line in f:
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                op = msg.get("op")
-                if op == "hello":
-                    token = msg.get("token")
-                    continue
-                if token != self._token:
-                    return  # a run that has ended
-                reply = self._handle(op, msg)
-                if "id" in msg and reply is not None:
-                    reply["id"] = msg["id"]
-                    f.write((json.dumps(reply) + "\n").encode())
-                    f.flush()
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    def _handle(self, op: str, m: dict) -> dict | None:
-        now = self._board_ms()
-        boot = self.boots[-1] if self.boots else None
-        with self.lock:
-            if op == "wdt_feed":
-                if self._wdt is not None:
-                    self._wdt["last"] = now
-                return None
-            if op == "wdt_start":
-                self._wdt = {"timeout": int(m["timeout_ms"]), "last": now}
-                return {}
-            if op == "soft_reset":
-                self._soft_mode = m.get("mode", "friendly")
-                self._interruptible = False
-                return None
-            if op == "repl":
-                self._raw_repl = m["mode"] == "raw"
-                return None
-            if op == "interruptible":
-                self._interruptible = True
-                return None
-            if op == "ran" and boot is not None:
-                boot.files_ran[m["file"]] = m["ok"]
-                return None
-            if op in ("flash",):
-                return None
-            if op == "reset":
-                self._sleep_ms = m.get("after_ms") or 0
-                self._link_action = m.get("cause", "hard")
-                return None  # no reply: the process is stopped
-            if op == "button":
-                return {"held": self.boot_held}
-            if op == "rtc_memory":
-                if "data" in m:
-                    self._rtc_memory = bytes(m["data"])
-                    return {}
-                return {"data": list(self._rtc_memory)}
-            if op == "sensor" and boot is not None:
-                boot.overflowed, boot.produced = m["overflowed"], m["produced"]
-                return {"bus_fault": self.bus_fault, "finger_on": self.finger_on, "saturate": self.saturate}
-            st = self.station
-            if op == "wlan_active":
-                if m["iface"] != 0:
-                    return {"active": False}
-                if "active" in m:
-                    st.set_active(now, m["active"])
-                return {"active": st.active}
-            if op == "wlan_connect":
-                err = st.connect(now, m.get("ssid"), m.get("key"))
-                return {"esp_error": err} if err else {}
-            if op == "wlan_disconnect":
-                st.disconnect(now)
-                return {}
-            if op == "wlan_status":
-                return {"status": st.status(now), "ssid": st.ssid if st.connected else None}
-            if op == "wlan_rssi":
-                if not st.is_up(now):
-                    return {"esp_error": "Wifi Not Connected"}
-                return {"rssi": self.ap.rssi}
-            if op == "wlan_ifconfig":
-                if st.is_up(now):
-                    return {"ifconfig": ["127.0.0.1", "255.0.0.0", "127.0.0.1", DNS_SERVER]}
-                return {"ifconfig": ["0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0"]}
-            if op == "wlan_scan":
-                return {"aps": [[self.ap.ssid, self.ap.rssi]] if self.ap.present and st.active else []}
-        if op == "resolve":
-            return self._resolve(m["host"], int(m["port"]))
-        return {"error": 22}
-
-    def _resolve(self, host: str, port: int) -> dict:
-        """DNS through the board's Wi-Fi; the answer is a relay to the real destination. The double never asks
-        the host's resolver: it knows localhost, 127.x literals and the names a test scripts (dns={name: {"ip":
-        "127.0.0.2"}}); anything else fails as an unanswered lookup does (tests talk only to loopback)."""
-        if port == 53 and host == DNS_SERVER:
-            # The firmware's own DNS client (firmware/resolver.py) querying the Wi-Fi's DNS server: a numeric
-            # address needs no lookup; the queries go through the relay (dropped while Wi-Fi is down) to a
-            # server that answers from the same script as getaddrinfo() below.
-            if self._dns_server is None:
-                self._dns_server = DnsServer(self._dns_answer)
-            return self._relay(("127.0.0.1", self._dns_server.port))
-        script = self.dns.get(host, {})
-        if not self.station.is_up(self._board_ms()):
-            time.sleep(self.dns_timeout_s / self.rate)
-            return {"gai_error": -202}
-        if script.get("delay_s"):
-            time.sleep(script["delay_s"] / self.rate)
-        if script.get("fail"):
-            return {"gai_error": -202}
-        if "ip" in script:
-            ip = script["ip"]
-        elif host == "localhost":
-            ip = "127.0.0.1"
-        elif host.startswith("127.") and host.replace(".", "").isdigit():
-            ip = host
-        else:
-            self._idf_log(f"board double: no DNS answer for {host!r} (only localhost, 127.x and scripted names)")
-            time.sleep(self.dns_timeout_s / self.rate)
-            return {"gai_error": -202}
-        if not ip.startswith("127."):
-            return {"gai_error": -202}
-        return self._relay((ip, port))
-
-    def _relay(self, dest: tuple[str, int]) -> dict:
-        with self.lock:
-            self.resolved.append(dest)
-            relay = self.relays.get(dest)
-            if relay is None:
-                relay = self.relays[dest] = Relay(dest, self._wifi_up, lambda: self.handshake_s / self.rate)
-        return {"ip": "127.0.0.1", "port": relay.port}
-
-    def _dns_answer(self, name: str) -> tuple:
-        """What the Wi-Fi's DNS server says about name (dnsserver.py): the dns script's answer, localhost and
-        127.x literals; silence for a failing or unknown name, as an unanswered lookup."""
-        script = self.dns.get(name, {})
-        if script.get("fail"):
-            answer: tuple = ("silent",)
-        elif "ip" in script and str(script["ip"]).startswith("127."):
-            answer = ("a", script["ip"], 300)
-        elif name == "localhost":
-            answer = ("a", "127.0.0.1", 300)
-        else:
-            answer = ("silent",)
-        delay = script.get("delay_s")
-        return ("delay", delay / self.rate, answer) if delay and answer[0] != "silent" else answer
-
-    def _wifi_up(self) -> bool:
-        with self.lock:
-            return self._powered and self._proc is not None and self.station.is_up(self._board_ms())

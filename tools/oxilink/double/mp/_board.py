@@ -87,7 +87,8 @@ def _run_file(name):
 
 
 mode = run["repl_mode"]
-_tell("interruptible")  # from here Ctrl-C raises KeyboardInterrupt (before, as during _boot.py, it is a byte)
+link.call("interruptible")  # from here Ctrl-C raises KeyboardInterrupt (before, as during _boot.py, a byte);
+# a call, not an event: the launcher knows it before boot.py can print anything
 try:
     try:
         ok = _run_file("boot.py")

@@ -11,3 +11,13 @@ def load(name):
         return __import__(name)
     finally:
         sys.path = path
+
+
+def extend(g, name):
+    """The built-in `name`, with its public names copied into the module namespace g: a .py that extends a
+    built-in module starts with this, then adds or replaces what the ESP32 port has differently."""
+    m = load(name)
+    for n in dir(m):
+        if not n.startswith("_") and n not in g:
+            g[n] = getattr(m, n)
+    return m

@@ -17,14 +17,9 @@ import _clock
 import _link
 from _state import run
 
-_m = _builtin.load("machine")
+_m = _builtin.extend(globals(), "machine")
 _t = _builtin.load("time")
 _thread = _builtin.load("_thread")
-_g = globals()
-for _n in dir(_m):
-    if not _n.startswith("_") and _n not in _g:
-        _g[_n] = getattr(_m, _n)
-del _g, _n
 
 _EPOCH_2000 = 946684800
 
@@ -196,7 +191,9 @@ class Pin:
         if self.id == _BOOT_PIN:
             return 0 if _link.get().call("button")["held"] else 1  # the button pulls to GND; a pull-up on board
         if self.id == run["wiring"].get("int") and _chip.present():
-            return _chip.get().pin.value()
+            chip = _chip.get()
+            chip.report()
+            return chip.pin.value()
         return None
 
     def value(self, v=None):
@@ -288,6 +285,7 @@ class I2C:
     def _dev(self, addr):
         if addr == self._address:
             chip = _chip.get()
+            chip.report()
             if chip.bus_fault:
                 raise OSError(chip.bus_fault)
             return chip
@@ -440,4 +438,6 @@ def _exit_hooks():
     """Soft reset: timers and the INT poller stop, as machine_timer_deinit_all() and machine_pins_deinit() do."""
     _IrqPoller.running = False
     del _irq_pins[:]
+    if _chip._chip is not None:
+        _chip._chip.report(force=True)
 

@@ -8,12 +8,7 @@ import micropython
 import _builtin
 import _link
 
-_s = _builtin.load("socket")
-_g = globals()
-for _n in dir(_s):
-    if not _n.startswith("_") and _n not in _g:
-        _g[_n] = getattr(_s, _n)
-del _g, _n
+_s = _builtin.extend(globals(), "socket")
 
 
 @micropython.native  # C on a board: no traceback entry

@@ -3,13 +3,8 @@
 # ticks_* are the port's own (the clock shim makes them the board's time since boot).
 import _builtin
 
-_t = _builtin.load("time")
+_t = _builtin.extend(globals(), "time")
 _EPOCH_2000 = 946684800
-_g = globals()
-for _n in dir(_t):
-    if not _n.startswith("_") and _n not in _g:
-        _g[_n] = getattr(_t, _n)
-del _g, _n
 
 
 def time_ns():
