@@ -18,7 +18,7 @@ from micropython import const
 _INDEX_MASK = const(0x1FFFFFFF)  # indexes and counters wrap at 2**29
 _INDEX_HALF = const(0x10000000)
 _OVF_SATURATED = const(31)
-_MAX_GAP_MS = const(0x10000000)  # longer gaps than ~3 days are counted as this long
+_MAX_GAP_MS = const(0x10000000)  # longer gaps than ~3 days are counted as this long (< half a ticks period)
 _DC_SHIFT = const(4)  # DC estimate: first-order IIR over ~16 samples
 
 
@@ -73,6 +73,7 @@ class Acquisition:
         self.clean_from = 0  # windows starting here or later contain no lost samples
         self._next_window = 0
         self.drain_ms = self._clock.ticks_ms()
+        self._held_ms = 0  # time without a drain folded in by hold(), not yet accounted
 
     def start(self):
         """Begin timing from now; with an INT pin, arm it (A_FULL, plus PPG_RDY if ppg_irq)."""
@@ -98,6 +99,22 @@ class Acquisition:
             return ms * rate // 1000
         return (ms // 1000) * rate
 
+    def _since_drain(self, now):
+        """ms since the last drain (plus what hold() folded in), saturating at _MAX_GAP_MS."""
+        d = self._clock.ticks_diff(now, self.drain_ms)
+        if d < 0:
+            d = _MAX_GAP_MS  # the stamp is over half a ticks period old
+        d += self._held_ms
+        return d if d < _MAX_GAP_MS else _MAX_GAP_MS
+
+    def hold(self):
+        """The chip cannot be drained now (bus fault, recovery): fold the time since the last drain into the
+        gap the next drain measures, so an outage of any length (up to _MAX_GAP_MS) is measured, not wrapped.
+        Call it at least once per half ticks period during an outage; a failed drain() calls it."""
+        now = self._clock.ticks_ms()
+        self._held_ms = self._since_drain(now)
+        self.drain_ms = now
+
     def drain(self):
         """Read everything in the FIFO; return the number of samples read. Bus errors raise OSError."""
         s = self.sensor
@@ -105,13 +122,15 @@ class Acquisition:
             n = s.read_fifo()
         except OSError:
             self.bus_errors += 1
+            self.hold()
             raise
         now = self._clock.ticks_ms()
         lost = s.overflow
         if s.restarted or lost >= _OVF_SATURATED:
             # The chip's counter cannot tell: count what the clock says arrived since the last drain.
-            lost = max(lost, self._samples_in(self._clock.ticks_diff(now, self.drain_ms)) - n)
+            lost = max(lost, self._samples_in(self._since_drain(now)) - n)
         self.drain_ms = now
+        self._held_ms = 0
         self.drains = (self.drains + 1) & _INDEX_MASK
         if n:
             self._store(n)
@@ -183,7 +202,7 @@ class Acquisition:
         if pin is None:
             while True:
                 waited = clock.ticks_diff(clock.ticks_ms(), self.drain_ms)
-                if waited >= period:
+                if waited >= period or waited < 0:  # < 0: the last drain is over half a ticks period ago
                     return self.drain()
                 left = timeout_ms - clock.ticks_diff(clock.ticks_ms(), t0)
                 if left <= 0:
@@ -193,7 +212,8 @@ class Acquisition:
         overdue = period + (32 - s.almost_full) * 500 // s.output_rate  # half the FIFO's headroom
         while not self._int_flag and pin.value():
             now = clock.ticks_ms()
-            if clock.ticks_diff(now, self.drain_ms) >= overdue:
+            since = clock.ticks_diff(now, self.drain_ms)
+            if since >= overdue or since < 0:
                 self.int_misses += 1
                 break
             if clock.ticks_diff(now, t0) >= timeout_ms:

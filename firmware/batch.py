@@ -43,6 +43,8 @@ _S_RSSI = const(11)
 _S_INSECURE = const(12)
 _S_TIME = const(13)
 _S_SENSOR_ERRORS = const(14)
+_S_WIFI_FAILURES = const(15)
+_S_DNS_FAILURES = const(16)
 
 _NONE = const(-1)  # stored for "no valid value"
 _MAX_VALUE = const(32767)  # hr_x10, spo2_x10 and pi_x100 are stored as int16
@@ -165,12 +167,69 @@ class BatchBuilder:
         return bytes(buf[:self.encode_into(buf)])
 
 
+class BatchWait:
+    """Full batches that wait for the clock (docs/time.md): their columns and start ticks in arrays allocated
+    once (8 bytes a reading). put() into a full wait drops the oldest batch and counts it in `dropped`."""
+
+    def __init__(self, slots, capacity_seconds):
+        self.slots = slots
+        self.capacity = capacity_seconds
+        n = slots * capacity_seconds
+        self._hr = array("h", bytes(2 * n))
+        self._spo2 = array("h", bytes(2 * n))
+        self._pi = array("h", bytes(2 * n))
+        self._quality = array("H", bytes(2 * n))
+        self._ticks = array("i", bytes(4 * slots))  # start stamps (app: Uptime.stamp(), below 2**31)
+        self._count = array("H", bytes(2 * slots))
+        self._first = 0
+        self.len = 0
+        self.dropped = 0
+
+    def put(self, batch, start_ms):
+        """Keep a copy of `batch` (a BatchBuilder) that began at stamp start_ms; True if one was dropped."""
+        dropped = self.len == self.slots
+        if dropped:
+            self._first = (self._first + 1) % self.slots
+            self.len -= 1
+            self.dropped += 1
+        slot = (self._first + self.len) % self.slots
+        base = slot * self.capacity
+        for i in range(batch.count):
+            self._hr[base + i] = batch._hr[i]
+            self._spo2[base + i] = batch._spo2[i]
+            self._pi[base + i] = batch._pi[i]
+            self._quality[base + i] = batch._quality[i]
+        self._ticks[slot] = start_ms
+        self._count[slot] = batch.count
+        self.len += 1
+        return dropped
+
+    def take(self, batch):
+        """Load the oldest waiting batch into `batch` (a BatchBuilder); its start stamp, or None when empty."""
+        if not self.len:
+            return None
+        slot = self._first
+        base = slot * self.capacity
+        n = self._count[slot]
+        for i in range(n):
+            batch._hr[i] = self._hr[base + i]
+            batch._spo2[i] = self._spo2[base + i]
+            batch._pi[i] = self._pi[base + i]
+            batch._quality[i] = self._quality[base + i]
+        batch.count = n
+        self._first = (slot + 1) % self.slots
+        self.len -= 1
+        return self._ticks[slot]
+
+
 def encode_status(fw, board, uptime_s, reset_cause, free_heap, queue_depth, dropped, fifo_overflows,
-                  reconnects, tls_failures, rssi=None, insecure=False, time_s=None, sensor_errors=0):
+                  reconnects, tls_failures, rssi=None, insecure=False, time_s=None, sensor_errors=0,
+                  wifi_failures=0, dns_failures=0):
     """The status report payload. rssi (dBm) and time_s (unix s) are left out when None; the insecure
     flag is only present, as true, when the link is not using TLS. Allocates (once per report)."""
     w = Writer(bytearray(128), growable=True)
-    w.map(11 + (rssi is not None) + bool(insecure) + (time_s is not None) + (sensor_errors > 0))
+    w.map(11 + (rssi is not None) + bool(insecure) + (time_s is not None) + (sensor_errors > 0) + (wifi_failures > 0)
+          + (dns_failures > 0))
     w.int(_S_VERSION)
     w.int(FORMAT_VERSION)
     w.int(_S_FW)
@@ -205,4 +264,10 @@ def encode_status(fw, board, uptime_s, reset_cause, free_heap, queue_depth, drop
     if sensor_errors > 0:
         w.int(_S_SENSOR_ERRORS)
         w.int(sensor_errors)
+    if wifi_failures > 0:
+        w.int(_S_WIFI_FAILURES)
+        w.int(wifi_failures)
+    if dns_failures > 0:
+        w.int(_S_DNS_FAILURES)
+        w.int(dns_failures)
     return w.getvalue()

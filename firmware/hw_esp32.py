@@ -5,6 +5,8 @@ import gc
 import machine
 import network
 
+from wifi import Station
+
 _RESET_CAUSES = {
     getattr(machine, "PWRON_RESET", 1): "power-on",
     getattr(machine, "HARD_RESET", 2): "hard",
@@ -34,33 +36,24 @@ class Watchdog:
         self._wdt.feed()
 
 
-class Network:
-    """Wi-Fi station. up() never blocks: it starts a connection and reports whether the link is up."""
-
-    def __init__(self, ssid, password):
-        self._ssid = ssid
-        self._password = password
-        self._wlan = network.WLAN(network.STA_IF)
-        self._wlan.active(True)
-        self.starts = 0
-
-    def up(self):
-        if self._wlan.isconnected():
-            return True
-        if self._wlan.status() != network.STAT_CONNECTING:
-            self._wlan.connect(self._ssid, self._password)
-            self.starts += 1
-        return False
-
-    def rssi(self):
-        try:
-            return self._wlan.status("rssi")
-        except (OSError, ValueError):
-            return None
+def Network(ssid, password, log=None):
+    """The Wi-Fi station: wifi.Station over network.WLAN(STA_IF). up() never blocks; failures are logged once
+    with their cause and retried with backoff."""
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    return Station(wlan, ssid, password, log)
 
 
 def reset_cause():
     return _RESET_CAUSES.get(machine.reset_cause(), "unknown")
+
+
+def set_time(unix_s, us=0):
+    """Set the RTC (what mbedTLS and time.time() read) to unix seconds; ESP32 time counts from 2000."""
+    import time
+
+    tm = time.gmtime(unix_s - (946684800 if time.gmtime(0)[0] == 2000 else 0))
+    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], us))
 
 
 def free_heap():

@@ -1,7 +1,8 @@
 # MQTT 3.1.1 link: umqtt.simple does the protocol; this thin subclass adds what a device on a flaky network
 # needs, mqtt_as-style:
 # - connect without blocking the main loop: non-blocking TCP connect and TLS handshake through PacedSocket,
-#   so the sensor FIFO keeps being drained (DNS is the one blocking call; its answer is cached);
+#   one TLS record per mbedTLS call, so the sensor FIFO keeps being drained. The broker's address is given
+#   (`addr`, resolved by Transport without blocking); without one, getaddrinfo() (blocking: unix port only);
 # - every wait bounded (CONNACK, PUBACK, PINGRESP): a stalled broker raises OSError(ETIMEDOUT);
 # - QoS 1 publish with a caller-chosen packet id and the DUP flag, so a batch whose PUBACK was lost is
 #   retransmitted as the same message after reconnecting into the persistent session (clean_session=False);
@@ -28,20 +29,23 @@ class MqttRefused(OSError):
 
 
 class MqttLink(MQTTClient):
-    def __init__(self, client_id, server, port, ssl_context=None, keepalive=60, idle=None, timeout_ms=5000):
+    def __init__(self, client_id, server, port, ssl_context=None, keepalive=60, idle=None, timeout_ms=5000,
+                 clock=time, drain=None):
         super().__init__(client_id, server, port=port, keepalive=keepalive)
         self.ssl_context = ssl_context
         self.idle = idle or (lambda: None)
+        self.drain = drain  # a sensor drain regardless of schedule: run before each TLS handshake call
         self.timeout_ms = timeout_ms
+        self.clock = clock
         self.phase = "down"
-        self._addr = None
+        self.addr = None  # the broker's socket address; None: getaddrinfo(server) at connect
         self._hdr = bytearray(5)
-        self.last_tx = time.ticks_ms()
+        self.last_tx = clock.ticks_ms()
 
     def connect(self, clean_session=False):
         self.phase = "dns"
-        if self._addr is None:
-            self._addr = socket.getaddrinfo(self.server, self.port)[0][-1]
+        if self.addr is None:
+            self.addr = socket.getaddrinfo(self.server, self.port)[0][-1]
         self.phase = "tcp"
         raw = socket.socket()
         try:  # small MQTT writes must not wait for Nagle + delayed ACK (~40 ms per PUBACK round trip)
@@ -49,21 +53,24 @@ class MqttLink(MQTTClient):
         except (OSError, AttributeError):
             pass
         raw.setblocking(False)
-        self.sock = paced = PacedSocket(raw, self.idle, self.timeout_ms)
+        self.sock = paced = PacedSocket(raw, self.idle, self.timeout_ms, clock=self.clock, drain=self.drain)
         try:
-            raw.connect(self._addr)
+            raw.connect(self.addr)
         except OSError as e:
             if e.errno not in (errno.EINPROGRESS, errno.EAGAIN):
                 raise
         paced.wait_writable()
         if self.ssl_context is not None:
             self.phase = "tls"
-            paced.replace(self.ssl_context.wrap_socket(raw, server_hostname=self.server,
-                                                       do_handshake_on_connect=False))
+            paced.start_tls(self.ssl_context, self.server)
         # With TLS the handshake runs inside the first write: an SSL write returns only once the handshake is
         # over (TLS 1.2: after the server's Finished, i.e. after it accepted our client certificate), so any
         # failure up to here is a TLS failure and anything after it is the broker's MQTT answer.
-        self._send_connect(clean_session)
+        try:
+            self._send_connect(clean_session)
+        except OSError as e:
+            raise paced.socket_error or e  # mbedTLS saw only "end of stream" for a TCP error
+        paced.handshaking = False
         self.phase = "mqtt"
         resp = self.sock.read(4)
         if len(resp) < 4 or resp[0] != 0x20 or resp[1] != 2:
@@ -71,7 +78,7 @@ class MqttLink(MQTTClient):
         if resp[3]:
             raise MqttRefused("broker refused the connection: %s" % REFUSALS.get(resp[3], resp[3]))
         self.phase = "up"
-        self.last_tx = time.ticks_ms()
+        self.last_tx = self.clock.ticks_ms()
         return resp[2] & 1
 
     def _send_connect(self, clean_session):
@@ -107,12 +114,13 @@ class MqttLink(MQTTClient):
         self._hdr[1] = pid & 0xFF
         self.sock.write(self._hdr, 2)
         self.sock.write(msg)
-        self.last_tx = time.ticks_ms()
+        self.last_tx = self.clock.ticks_ms()
 
     def wait_puback(self, pid):
         """Return when the PUBACK for `pid` arrives; OSError(ETIMEDOUT) after timeout_ms."""
-        deadline = time.ticks_add(time.ticks_ms(), self.timeout_ms)
-        while time.ticks_diff(deadline, time.ticks_ms()) > 0:
+        clock = self.clock
+        deadline = clock.ticks_add(clock.ticks_ms(), self.timeout_ms)
+        while clock.ticks_diff(deadline, clock.ticks_ms()) > 0:
             op = self.wait_msg()
             if op == 0x40:
                 self.sock.read(1)
@@ -122,12 +130,13 @@ class MqttLink(MQTTClient):
         raise OSError(errno.ETIMEDOUT)
 
     def keepalive_due(self):
-        return time.ticks_diff(time.ticks_ms(), self.last_tx) >= self.keepalive * 500
+        idle = self.clock.ticks_diff(self.clock.ticks_ms(), self.last_tx)
+        return idle >= self.keepalive * 500 or idle < 0  # negative: last_tx is over half a tick period old
 
     def ping_and_wait(self):
         """PINGREQ and wait for PINGRESP: a half-open connection shows up here as ETIMEDOUT or EOF."""
         self.ping()
-        self.last_tx = time.ticks_ms()
+        self.last_tx = self.clock.ticks_ms()
         while True:
             op = self.wait_msg()  # umqtt consumes PINGRESP and reports it as None
             if op is None:

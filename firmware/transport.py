@@ -5,11 +5,21 @@
 # Failure behaviour (mqtt_as-style): the first failure to reach the broker is logged clearly with its cause;
 # later outages are handled silently and counted in stats(). Reconnects use capped exponential backoff with
 # jitter. Records already queued are never touched by a failure: they stay until a PUBACK acks them.
+#
+# Before a connect the network must be up (network.up() is polled every step: it never blocks and paces its
+# own Wi-Fi joins) and the broker's name resolved. The lookup is a non-blocking DNS query (resolver.py) spread
+# over several steps; its answer is cached for its TTL and dropped after REFRESH_AFTER failed connects in a
+# row, so a broker that moved is found again. A failed lookup is counted and logged once (until a lookup
+# succeeds); while a cached address exists the connect goes on with it.
 import errno
+import socket
 import time
 
 from backoff import Backoff
 from mqtt_link import MqttRefused
+from resolver import DnsError, Resolver, literal_address
+
+REFRESH_AFTER = 3  # failed connects in a row (TCP, TLS, no CONNACK) before the broker's name is resolved again
 
 # Which counter a failure lands in, by how far the connect got (MqttLink.phase).
 _PHASE_COUNTER = {"dns": "dns_failures", "tcp": "connect_failures", "tls": "tls_failures",
@@ -44,23 +54,31 @@ def describe(phase, e):
 
 class Transport:
     def __init__(self, link, queue, device_id, network=None, log=None, backoff=None,
-                 batch_records=8, batch_bytes=4096):
+                 batch_records=8, batch_bytes=4096, clock=time, resolver=None):
         self.link = link
         self.queue = queue
         self.network = network
         self.log = log
+        self.clock = clock
         self.backoff = backoff or Backoff()
+        self.resolver = resolver or Resolver(clock)
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
         self.vitals_topic = ("oxilink/%s/vitals" % device_id).encode()
         self.status_topic = ("oxilink/%s/status" % device_id).encode()
-        self.next_attempt = time.ticks_ms()
+        self.next_attempt = clock.ticks_ms()
         self.sent_upto = -1  # highest queue seq ever sent: re-sending it or below sets DUP
         self.status_pending = None  # sealed status waiting to go out (retained)
         self.on_connect = None  # callback(transport): e.g. queue a fresh status report
+        self.ready = None  # callable: False holds off connecting (the clock is not set: TLS would fail)
         self.ever_connected = False
         self.reported_failure = False
         self.last_error = None
+        self._net_up = network is None
+        self._resolved_at = 0
+        self._ttl_ms = 0
+        self._failed_connects = 0  # in a row, with the current address
+        self._dns_reported = False
         self.counts = {"connects": 0, "reconnects": 0, "dns_failures": 0, "connect_failures": 0,
                        "tls_failures": 0, "refused": 0, "link_lost": 0, "network_down": 0,
                        "published": 0, "retransmitted": 0, "acked": 0}
@@ -72,10 +90,17 @@ class Transport:
     def step(self):
         """Do one bounded piece of link work. Returns True when the link is up afterwards."""
         if not self.up:
-            if time.ticks_diff(time.ticks_ms(), self.next_attempt) < 0:
+            net = self._poll_network()
+            if self.resolver.pending:
+                if net:
+                    self._poll_lookup()
+                else:
+                    self.resolver.cancel()  # Wi-Fi dropped mid-lookup: start again once it is back
+                return False
+            if not self._attempt_due():
                 return False
             return self._connect()
-        if self.network is not None and not self.network.up():
+        if self.network is not None and not self._poll_network():
             # Wi-Fi gone: the socket would only find out at the next timeout. Drop it now; records stay queued
             # and anything in flight is retransmitted with DUP after reconnecting.
             self.counts["network_down"] += 1
@@ -98,6 +123,21 @@ class Transport:
             return False
         return True
 
+    def _poll_network(self):
+        """network.up(), every step; when it comes back, the next connect attempt is due at once."""
+        if self.network is None:
+            return True
+        up = self.network.up()
+        if up and not self._net_up:
+            self.next_attempt = self.clock.ticks_ms()
+        self._net_up = up
+        return up
+
+    def _attempt_due(self):
+        # A deadline more than the backoff cap ahead is one that wrapped (over half a tick period old): due.
+        wait = self.clock.ticks_diff(self.next_attempt, self.clock.ticks_ms())
+        return not 0 < wait <= self.backoff.cap_ms
+
     def _deliver(self, batch):
         link = self.link
         pids = []
@@ -115,9 +155,13 @@ class Transport:
         self.counts["acked"] += len(pids)
 
     def _connect(self):
-        if self.network is not None and not self.network.up():
+        if not self._net_up:
             self.counts["network_down"] += 1
             self._schedule_retry()
+            return False
+        if self.ready is not None and not self.ready():
+            return False  # not a failure: nothing was tried
+        if self._address_stale() and self._start_lookup():
             return False
         try:
             self.link.connect(clean_session=False)
@@ -125,6 +169,7 @@ class Transport:
             self._failed(e)
             return False
         self.backoff.reset()
+        self._failed_connects = 0
         self.counts["connects"] += 1
         if self.ever_connected:
             self.counts["reconnects"] += 1
@@ -135,10 +180,76 @@ class Transport:
             self.on_connect(self)
         return True
 
+    # ---- the broker's address ------------------------------------------------------------------------------
+
+    def _address_stale(self):
+        if self.link.addr is None:
+            return True
+        if self._ttl_ms == 0:
+            return False  # a literal address, or resolved by the host (unix port): never expires
+        if self._failed_connects >= REFRESH_AFTER:
+            return True
+        age = self.clock.ticks_diff(self.clock.ticks_ms(), self._resolved_at)
+        return age < 0 or age >= self._ttl_ms
+
+    def _start_lookup(self):
+        """Start resolving the broker's name; False when there is nothing to wait for (connect now)."""
+        link = self.link
+        server = self.network.dns_server() if self.network is not None and hasattr(self.network, "dns_server") \
+            else None
+        literal = literal_address(link.server)
+        if literal is not None or server is None:
+            # No lookup needed (an IP literal, localhost), or no DNS server known (the unix port: MqttLink
+            # resolves through the host's getaddrinfo).
+            link.addr = self._sockaddr(literal) if literal is not None else None
+            self._ttl_ms = 0
+            return False
+        try:
+            self.resolver.start(link.server, server)
+        except OSError as e:
+            self._lookup_failed(DnsError("%s: cannot query DNS server %s: %r" % (link.server, server[0], e)))
+            return True
+        return True
+
+    def _poll_lookup(self):
+        try:
+            got = self.resolver.poll()
+        except DnsError as e:
+            self._lookup_failed(e)
+            return
+        if got is None:
+            return
+        address, ttl_s = got
+        self.link.addr = self._sockaddr(address)
+        self._resolved_at = self.clock.ticks_ms()
+        self._ttl_ms = ttl_s * 1000
+        self._failed_connects = 0
+        if self._dns_reported and self.log:
+            self.log.info("broker name %s resolved again: %s" % (self.link.server, address))
+        self._dns_reported = False
+        self.next_attempt = self.clock.ticks_ms()  # connect at the next step
+
+    def _lookup_failed(self, e):
+        self.counts["dns_failures"] += 1
+        self.last_error = "dns_failures: %s" % e
+        if self.log and not self._dns_reported:
+            self.log.error("cannot resolve broker name %s; retrying with backoff, readings stay queued" % e)
+            self._dns_reported = True
+        if self.link.addr is not None:
+            # Keep the last known address: connect with it rather than not at all, and try DNS again later.
+            self._resolved_at = self.clock.ticks_ms()
+            self._failed_connects = 0
+        self._schedule_retry()
+
+    def _sockaddr(self, address):
+        return socket.getaddrinfo(address, self.link.port)[0][-1]  # a numeric address: no lookup
+
     def _failed(self, e):
         phase = self.link.phase
         key = "refused" if isinstance(e, MqttRefused) else _PHASE_COUNTER.get(phase, "link_lost")
         self.counts[key] += 1
+        if phase in ("tcp", "tls"):
+            self._failed_connects += 1  # the address may be stale; a refusal or a lost link says it is not
         self.last_error = "%s during %s: %s" % (key, phase, describe(phase, e))
         self.link.close()
         self._schedule_retry()
@@ -150,10 +261,11 @@ class Transport:
             self.log.debug(self.last_error)
 
     def _schedule_retry(self):
-        self.next_attempt = time.ticks_add(time.ticks_ms(), self.backoff.next_ms())
+        self.next_attempt = self.clock.ticks_add(self.clock.ticks_ms(), self.backoff.next_ms())
 
     def stats(self):
         s = dict(self.counts)
         s["up"] = self.up
+        s["wifi_failures"] = getattr(self.network, "failures", 0)
         s["last_error"] = self.last_error
         return s

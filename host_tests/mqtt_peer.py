@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 
 
 class Peer:
-    def __init__(self, broker, identity, ca_path, client_id: str | None = None):
+    def __init__(self, broker, identity, ca_path, client_id: str | None = None, host: str = "localhost"):
         self.messages: queue.Queue = queue.Queue()
         self.connected = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"peer-{id(self)}")
@@ -18,7 +18,7 @@ class Peer:
                             cert_reqs=ssl.CERT_REQUIRED)
         self.client.on_connect = lambda c, u, f, rc, p=None: self.connected.set()
         self.client.on_message = lambda c, u, m: self.messages.put((m.topic, bytes(m.payload), m.retain))
-        self.client.connect("localhost", broker.port)
+        self.client.connect(host, broker.port)
         self.client.loop_start()
         if not self.connected.wait(10):
             raise TimeoutError("peer could not connect")

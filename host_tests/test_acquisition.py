@@ -165,7 +165,9 @@ def run(seconds=10):
     t0 = clk.elapsed_us
     while clk.elapsed_us - t0 < seconds * 1000000:
         acq.wait_and_drain(1000)
-    clk.advance_ms(50)                 # a late drain (overflow path) under the lock as well
+    clk.advance_ms(100)                # late: 40 samples, 8 lost (the chip's overflow counter)
+    acq.drain()
+    clk.advance_ms(400)                # very late: 160 samples, the counter saturates: lost from the clock
     acq.drain()
     return acq.received
 acq.wait_and_drain(1000)               # warm up outside the lock
@@ -179,6 +181,7 @@ def polled(k=50):
 received2 = no_alloc(polled)
 report(total=received, polled=received2, **stats(acq, check, chip))
 """)
+    assert r["lost"] == 8 + (160 - 32) and r["gaps"] == 2  # both overflow paths ran under the lock
     assert r["total"] >= 4000 - 32
     assert r["polled"] > 0
     assert r["bad"] == 0
@@ -211,6 +214,36 @@ report(errno=errno, reconfigured=reconfigured, n=n, **stats(acq, check, chip))
     assert r["n"] >= 20
     assert r["lost"] == 0 and r["gaps"] == 0 and r["bad"] == 0
     assert r["received"] == r["index"] == r["checked"]
+
+
+@pytest.mark.parametrize("days", [2, 5, 8, 30])
+def test_a_bus_outage_of_any_length_is_measured_not_wrapped(mp, days):
+    """Ticks wrap every 12.4 days and ticks_diff spans half of that: the loss after an outage must come from
+    time the acquisition kept counting, not from a stamp taken before it (which reads 0 after 6.2 days)."""
+    r = mp.json(SETUP + f"""
+clk, bus, chip, sensor, _acq, _check = rig(pin=False)
+acq = Acquisition(sensor, clk, pin=None)   # no twin consumer: it would replay every lost sample
+acq.start()
+for _ in range(10):
+    clk.advance_ms(100)
+    acq.drain()
+bus.fault = NACK
+failed = 0
+for hour in range({days} * 24):   # the main loop keeps trying (and failing) to drain, here once an hour
+    for _ in range(18):            # the chip's us ticks must be followed at < half their period
+        clk.advance_ms(200000)
+        chip.sync()
+    try:
+        acq.drain()
+    except OSError:
+        failed += 1
+bus.fault = None
+n = acq.drain()
+report(failed=failed, n=n, lost=acq.lost, gaps=acq.gaps, ovf=chip._ovf)
+""")
+    assert r["failed"] == days * 24 and r["gaps"] == 1
+    seconds = min(days * 24 * 3600, 0x10000000 // 1000)  # saturates at _MAX_GAP_MS (~3.1 days)
+    assert r["lost"] == seconds * 100 - r["n"], r  # 93e28bd, 8 days: 31 (the stamp read as in the future)
 
 
 def test_a_dead_int_line_degrades_to_polling(mp):

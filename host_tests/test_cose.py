@@ -451,7 +451,7 @@ STATUS = dict(fw="0.4.1", board="devkitc", uptime_s=86400, reset_cause="watchdog
 @pytest.mark.parametrize(
     "extra",
     [{}, {"rssi": -67}, {"insecure": True}, {"rssi": -90, "insecure": True, "time": 1767225600},
-     {"sensor_errors": 7}],
+     {"sensor_errors": 7}, {"wifi_failures": 4, "dns_failures": 2}],
 )
 def test_status_encodes_like_the_host_and_decodes(mp, extra: dict) -> None:
     fw_args = dict(STATUS, **{("time_s" if k == "time" else k): v for k, v in extra.items()})
@@ -463,7 +463,7 @@ report(hex=binascii.hexlify(encode_status(**{fw_args!r})).decode())
 """)
     payload = bytes.fromhex(out["hex"])
     assert payload == sealed.encode_status(**STATUS, **extra)
-    want = dict(STATUS, rssi=None, insecure=False, time=None, sensor_errors=0)
+    want = dict(STATUS, rssi=None, insecure=False, time=None, sensor_errors=0, wifi_failures=0, dns_failures=0)
     want.update(extra)
     assert sealed.decode_status(cbor2.loads(payload)) == want
 

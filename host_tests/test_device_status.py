@@ -30,7 +30,7 @@ on_connect = t.on_connect
 def noting(tr):
     say("on_connect", {"tls_failures": t.counts["tls_failures"], "reconnects": t.counts["reconnects"],
                        "depth": dev.queue.depth(), "lost": dev.acq.lost,
-                       "uptime_s": d.clock.ticks_diff(d.clock.ticks_ms(), dev.started_ms) // 1000})
+                       "uptime_s": dev.uptime.update()})
     on_connect(tr)
 t.on_connect = noting
 d.run_until(lambda: t.counts["tls_failures"] >= 2 and dev.batches >= 2, 30)

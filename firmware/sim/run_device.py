@@ -104,9 +104,9 @@ def main(argv):
             return time.ticks_diff(time.ticks_ms(), state["stop_ms"]) > int(o["--grace"]) * 1000
         return False
 
-    def produce_only_while_running():
+    def produce_only_while_running(force=False):
         if state["producing"]:
-            Device.service_sensor(dev)
+            Device.service_sensor(dev, force)
 
     dev.link.idle = produce_only_while_running
     dev.service_sensor = produce_only_while_running

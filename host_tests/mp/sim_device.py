@@ -6,7 +6,16 @@
 #
 # Options (a JSON file named by argv[1]): secrets (folder with secrets.json), key/cert/ca (DER files; default the
 # provisioned ones in secrets/certs), port, host, tls, speed, batch_seconds, status_interval_s, link_timeout_ms,
-# backoff_ms, backoff_cap_ms, watchdog_ms, rssi, no_tls_context.
+# backoff_ms, backoff_cap_ms, watchdog_ms, rssi, no_tls_context; and for board-path tests:
+#   clock         "virtual": device time passes only when the device sleeps (or a test advances it), not with
+#                 real time, so host load cannot overflow the sensor FIFO: for tests where lost samples matter
+#   start_ms      where the device clock's ticks start (e.g. just before the 2**30 wrap)
+#   net_clock     "device": socket waits run on the device clock too (as on a board), so clock jumps reach them
+#   wall          "real": batches and statuses stamped with the host's time instead of start + device time
+#   wifi          {"outcomes": [...], "ssid", "password", "join_ms", "backoff_ms", "backoff_cap_ms"}: the network
+#                 is wifi.Station over fake_wlan.FakeWLAN instead of the host network
+#   dns_port      the DNS server's port (the fake Wi-Fi hands out 127.0.0.1); dns_timeout_ms, dns_tries
+#   tls_stretch_ms  each public-key TLS handshake step costs this much device time (firmware/sim/tlscost.py)
 import json
 import os
 import sys
@@ -24,6 +33,8 @@ from log import Log
 from sim.max30102_sim import Max30102Sim, SimI2C, SyntheticPPG
 from sim.ramblock import RamBlockDev
 from sim.scaledclock import ScaledClock
+from sim.vclock import VirtualClock
+from sim.tlscost import StretchedContext
 from tlsconfig import client_context
 
 
@@ -66,8 +77,13 @@ class SimDevice:
         r["batch_seconds"] = o.get("batch_seconds", 5)
         r["status_interval_s"] = o.get("status_interval_s", r["status_interval_s"])
         self.keys = devicekeys.load(o["secrets"] + "/secrets.json")
-        self.clock = clock = ScaledClock(o.get("speed", 5))
+        if o.get("clock") == "virtual":
+            self.clock = clock = VirtualClock(o.get("start_ms", 0x3FFFFFFF - 4999))
+        else:
+            self.clock = clock = ScaledClock(o.get("speed", 5), o.get("start_ms"))
+        net_clock = clock if o.get("net_clock") == "device" else time
         start_wall = unix_time()
+        wall = unix_time if o.get("wall") == "real" else (lambda: start_wall + clock.elapsed_s())
         self.chip = Max30102Sim(clock, SyntheticPPG())
         self.bus = SimI2C()
         self.bus.attach(cfg["sensor"]["address"], self.chip)
@@ -78,14 +94,34 @@ class SimDevice:
         cfg["queue"]["capacity_bytes"] = 65536
         self.lines = []
         self.log = Log(self.keys.device_id, write=self._log_line)
-        self.network = hw_unix.Network(rssi=o.get("rssi"))
+        w = o.get("wifi")
+        if w:
+            from fake_wlan import FakeWLAN
+            from wifi import Station
+
+            self.wlan = FakeWLAN(net_clock, w.get("outcomes", ["ok"]), join_ms=w.get("join_ms", 300))
+            self.network = Station(self.wlan, w.get("ssid", "lab-wifi"), w.get("password", "pw"), log=self.log,
+                                   clock=net_clock, backoff=Backoff(w.get("backoff_ms", 300), w.get("backoff_cap_ms", 1500)),
+                                   dns_port=o.get("dns_port", 53))
+        else:
+            self.network = hw_unix.Network(rssi=o.get("rssi"))
         self.watchdog = hw_unix.Watchdog(o.get("watchdog_ms", 5000), clock)
         ctx = tls_context(o) if m["tls"] and not o.get("no_tls_context") else None
+        self.stretch = None
+        if ctx is not None and o.get("tls_stretch_ms"):
+            ctx = self.stretch = StretchedContext(ctx, lambda ms: clock.advance_us(ms * 1000), o["tls_stretch_ms"])
+        more = {"net_clock": net_clock} if net_clock is not time else {}
         self.dev = Device(cfg, self.keys, self.bus, clock, "/flash", pin=self.chip.pin, ssl_context=ctx,
                           network=self.network, watchdog=self.watchdog, hw=hw_unix, log=self.log,
-                          wall_clock=lambda: start_wall + clock.elapsed_s())
+                          wall_clock=wall, **more)
+        if self.stretch is not None:
+            self.stretch.probe = lambda: self.dev.acq.drains
         self.dev.link.timeout_ms = o.get("link_timeout_ms", 1500)
         self.dev.transport.backoff = Backoff(o.get("backoff_ms", 200), o.get("backoff_cap_ms", 1000))
+        resolver = getattr(self.dev.transport, "resolver", None)
+        if resolver is not None:
+            resolver.timeout_ms = o.get("dns_timeout_ms", 1000)
+            resolver.tries = o.get("dns_tries", 3)
         self.sealed = []  # message counter of every vitals batch sealed, in order
         seal = self.dev.seal_batch
 
@@ -130,4 +166,5 @@ class SimDevice:
                 "watchdog_expired": self.watchdog.expired(), "watchdog_feeds": self.watchdog.feeds,
                 "watchdog_longest_gap_ms": self.watchdog.longest_gap_ms,
                 "errors_logged": self.log.errors, "warnings_logged": self.log.warnings,
+                "uptime_s": d.uptime.update() if hasattr(d, "uptime") else None,
                 "status_hex": hexlify(d.status()).decode()}

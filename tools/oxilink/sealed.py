@@ -36,7 +36,8 @@ BATCH_KEYS = {"v": 0, "device": 1, "start": 2, "period_ms": 3, "fw": 4, "cfg": 5
               "pi": 8, "quality": 9}
 STATUS_KEYS = {"v": 0, "fw": 1, "board": 2, "uptime_s": 3, "reset_cause": 4, "free_heap": 5,
                "queue_depth": 6, "dropped": 7, "fifo_overflows": 8, "reconnects": 9, "tls_failures": 10,
-               "rssi": 11, "insecure": 12, "time": 13, "sensor_errors": 14}
+               "rssi": 11, "insecure": 12, "time": 13, "sensor_errors": 14,
+               "wifi_failures": 15, "dns_failures": 16}
 STATUS_REQUIRED = ("fw", "board", "uptime_s", "reset_cause", "free_heap", "queue_depth", "dropped",
                    "fifo_overflows", "reconnects", "tls_failures")
 MAX_COLUMN_VALUE = 32767  # hr_x10, spo2_x10, pi_x100 are int16 on the device
@@ -232,15 +233,16 @@ def decode_batch(payload: Any) -> dict:
 
 def decode_status(payload: Any) -> dict:
     """The status report with field names from STATUS_KEYS; rssi and time are None when absent, insecure
-    is True only when the device said its link is not using TLS, sensor_errors is 0 when absent."""
+    is True only when the device said its link is not using TLS; sensor_errors, wifi_failures and dns_failures
+    are 0 when absent."""
     m = _payload_map(payload, STATUS_KEYS, "status")
     out: dict[str, Any] = {}
     for name in STATUS_REQUIRED:
         out[name] = _field(m, STATUS_KEYS, name, str if name in ("fw", "board", "reset_cause") else int, "status")
     out["rssi"] = _field(m, STATUS_KEYS, "rssi", int, "status") if STATUS_KEYS["rssi"] in m else None
     out["time"] = _field(m, STATUS_KEYS, "time", int, "status") if STATUS_KEYS["time"] in m else None
-    out["sensor_errors"] = (_field(m, STATUS_KEYS, "sensor_errors", int, "status")
-                            if STATUS_KEYS["sensor_errors"] in m else 0)
+    for name in ("sensor_errors", "wifi_failures", "dns_failures"):
+        out[name] = _field(m, STATUS_KEYS, name, int, "status") if STATUS_KEYS[name] in m else 0
     if STATUS_KEYS["insecure"] in m and m[STATUS_KEYS["insecure"]] is not True:
         raise SealError("bad status structure")
     out["insecure"] = STATUS_KEYS["insecure"] in m
@@ -270,7 +272,8 @@ def encode_batch(device: str, start: int, period_ms: int, fw: str, cfg: int, rea
 
 def encode_status(*, fw: str, board: str, uptime_s: int, reset_cause: str, free_heap: int, queue_depth: int,
                   dropped: int, fifo_overflows: int, reconnects: int, tls_failures: int, rssi: int | None = None,
-                  insecure: bool = False, time: int | None = None, sensor_errors: int = 0) -> bytes:
+                  insecure: bool = False, time: int | None = None, sensor_errors: int = 0, wifi_failures: int = 0,
+                  dns_failures: int = 0) -> bytes:
     """The status payload, byte for byte what firmware/batch.py's encode_status produces."""
     fields: dict[str, Any] = {"v": FORMAT_VERSION, "fw": fw, "board": board, "uptime_s": uptime_s,
                               "reset_cause": reset_cause, "free_heap": free_heap, "queue_depth": queue_depth,
@@ -284,4 +287,8 @@ def encode_status(*, fw: str, board: str, uptime_s: int, reset_cause: str, free_
         fields["time"] = time
     if sensor_errors:
         fields["sensor_errors"] = sensor_errors
+    if wifi_failures:
+        fields["wifi_failures"] = wifi_failures
+    if dns_failures:
+        fields["dns_failures"] = dns_failures
     return cbor2.dumps({STATUS_KEYS[name]: value for name, value in fields.items()})
