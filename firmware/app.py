@@ -8,6 +8,7 @@
 # slow or stalled network (bounded waits that keep draining) keeps it fed, while a stuck sensor bus or a wedged
 # loop stops the feeding and the hardware watchdog resets the board.
 import time
+from binascii import hexlify
 
 from acquisition import Acquisition
 from batch import BatchBuilder, encode_status
@@ -27,6 +28,14 @@ _DRAIN_STALE_MS = 2000  # device clock: no drain for this long means samples are
 # Real time: one loop turn is at most a connect or one delivery, every socket wait bounded by link.timeout_ms
 # (5 s); a turn still running after a minute is wedged, not slow.
 _TURN_BUDGET_MS = 60000
+
+
+def client_id(device_id, hw):
+    """The MQTT client id "<device id>/<board id>": the broker takes only ids in the certificate CN's namespace
+    (docs/broker.md), and the board's own id keeps two boards deployed with one device id out of each other's
+    session."""
+    uid = hw.unique_id() if hw is not None and hasattr(hw, "unique_id") else b""
+    return "%s/%s" % (device_id, hexlify(uid).decode() if uid else "0")
 
 
 def unix_time():
@@ -67,7 +76,7 @@ class Device:
         if not self.insecure and ssl_context is None:
             raise ValueError("board file: mqtt.tls is true but no TLS context was given (device certificates "
                              "missing?); set mqtt.tls to false only for a plain test broker")
-        self.link = MqttLink(keys.device_id, m["host"], m["port"], ssl_context=None if self.insecure else ssl_context,
+        self.link = MqttLink(client_id(keys.device_id, hw), m["host"], m["port"], ssl_context=None if self.insecure else ssl_context,
                              keepalive=m["keepalive_s"], idle=self.service_sensor)
         self.transport = Transport(self.link, self.queue, keys.device_id, network=network, log=log)
         self.transport.on_connect = self._queue_status

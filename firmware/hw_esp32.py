@@ -59,6 +59,10 @@ class Network:
             return None
 
 
+def unique_id():
+    return machine.unique_id()  # the factory MAC: one per board
+
+
 def reset_cause():
     return _RESET_CAUSES.get(machine.reset_cause(), "unknown")
 

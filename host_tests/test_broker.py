@@ -17,7 +17,8 @@ def der(p):
     with open(p, "rb") as f:
         return f.read()
 key, cert, ca, port, topic = sys.argv[1:6]
-c = MQTTClient("dev", "localhost", port=int(port), ssl=True,
+client_id = sys.argv[6] if len(sys.argv) > 6 else topic.split("/")[1] + "/board-1"  # <CN>/<suffix>
+c = MQTTClient(client_id, "localhost", port=int(port), ssl=True,
                ssl_params=dict(key=der(key), cert=der(cert), cadata=der(ca), cert_reqs=2,
                                server_hostname="localhost"))
 c.connect()
@@ -36,7 +37,7 @@ def test_device_publishes_over_mutual_tls(mp, tmp_path, broker, pki, receiver):
 
 def test_device_cannot_publish_to_another_devices_topic(mp, tmp_path, broker, pki, receiver):
     files = write_der(tmp_path, pki.issue("dev-a"), pki)
-    mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-b/vitals"])  # PUBACKed, then dropped
+    mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-b/vitals", "dev-a/1"])  # PUBACKed, dropped
     mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-a/vitals"])
     assert receiver.get()[0] == "oxilink/dev-a/vitals"  # only its own topic came through
     with pytest.raises(queue.Empty):

@@ -82,7 +82,7 @@ def publish(args: argparse.Namespace) -> int:
     import paho.mqtt.client as mqtt
 
     traffic = read_traffic(Path(args.publish))
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-publisher")
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{PUBLISHER_CN}/1")  # <CN>/<suffix>
     c.tls_set(ca_certs=args.ca, certfile=args.cert, keyfile=args.key, cert_reqs=ssl.CERT_REQUIRED)
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)

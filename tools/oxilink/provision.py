@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import paths
+from .broker import RESERVED_PREFIX
 from .pki import DEVICE_DAYS, CertificateAuthority, Issued, write_private
 
 KID_BYTES = 8
@@ -52,14 +53,23 @@ def load_identity(device_id: str, root: Path | None = None) -> DeviceIdentity:
                           bytes.fromhex(s["base_iv"]))
 
 
-def provision_device(device_id: str, *, root: Path | None = None, wifi_ssid: str = "", wifi_password: str = "",
-                     broker: str = "", days: int = DEVICE_DAYS, rotate_keys: bool = False) -> DeviceIdentity:
-    """Create the device's identity, or reuse it (a new certificate is issued only when missing);
-    rotate_keys=True issues a fresh AES key, Base IV and kid (the receiver keeps the old one for a window)."""
+def check_device_id(device_id: str) -> None:
+    """A device id is its certificate's CN and its MQTT identity: 1..32 of [A-Za-z0-9._-], and never one of the
+    names reserved for the project's own identities (the receiver's CN, oxilink-receiver, among them)."""
     if not device_id or any(c not in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_." for c in
                             device_id) or len(device_id) > 32:
         raise ValueError(f"device id {device_id!r}: use 1..32 characters of A-Z a-z 0-9 - _ . (a pseudonym, "
                          "never a patient identifier)")
+    if device_id.lower().startswith(RESERVED_PREFIX):
+        raise ValueError(f"device id {device_id!r}: names starting with {RESERVED_PREFIX!r} are reserved for the "
+                         "project's own identities (the receiver is oxilink-receiver); choose another pseudonym")
+
+
+def provision_device(device_id: str, *, root: Path | None = None, wifi_ssid: str = "", wifi_password: str = "",
+                     broker: str = "", days: int = DEVICE_DAYS, rotate_keys: bool = False) -> DeviceIdentity:
+    """Create the device's identity, or reuse it (a new certificate is issued only when missing);
+    rotate_keys=True issues a fresh AES key, Base IV and kid (the receiver keeps the old one for a window)."""
+    check_device_id(device_id)
     ca = project_ca(root)
     folder = device_folder(device_id, root)
     secrets_file = folder / "secrets.json"
