@@ -9,15 +9,19 @@ a real PostgreSQL."""
 from __future__ import annotations
 
 import json
+import ssl
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import cbor2
 import cddl
+import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from receiverrun import ReceiverProcess
 
 from oxilink import sealed
 from oxilink.receiver.audit import AuditLog, read_entries, verify
@@ -294,3 +298,80 @@ def test_an_unexpected_verification_failure_is_quarantined(tmp_path):
     (kept,) = store.quarantined()
     assert kept["payload"] == msg and "base_iv" in json.loads(kept["detail"])["error"]
     store.close()
+
+
+# ---- end to end: `oxilink receive` keeps ingesting the fleet while one device sends poison ------------------
+
+def poison_payloads() -> dict[str, bytes]:
+    readings = [(700, 970, 150, 0)] * 5
+    t = int(time.time()) - 120
+    return {
+        "cfg 2**64-1 (crashed the SQLite insert)": sealed.encode_batch("dev-poison", t, 1000, "0.1.0", 2**64 - 1,
+                                                                       readings),
+        "period_ms 2**2000 (OverflowError)": sealed.encode_batch("dev-poison", t, 2**2000, "0.1.0", 1, readings),
+        "a value the database refuses": sealed.encode_batch("dev-poison", t, 1000, "refused-fw", 1, readings),
+        "60 kB text": cbor2.dumps({0: 1, 1: "dev-poison", 2: t, 3: 1000, 4: "x" * 60_000, 5: 1, 6: [], 7: [],
+                                   8: [], 9: []}),
+        "nested 40 deep": cbor2.dumps({0: 1, 1: "dev-poison", 2: t, 3: 1000, 4: "0.1.0", 5: 1,
+                                       6: eval("[" * 40 + "]" * 40), 7: [], 8: [], 9: []}),
+        "not CBOR": b"\xff\x00garbage",
+        "NUL in fw": sealed.encode_batch("dev-poison", t, 1000, "0.1\x00", 1, readings),
+    }
+
+
+def test_the_receiver_keeps_ingesting_the_fleet_while_one_device_sends_poison(tmp_path, broker, pki):
+    rx = ReceiverProcess(tmp_path, broker, pki)
+    open_store(rx.db_path).close()
+    run_sql(str(rx.db_path), REFUSE["sqlite"])  # a site constraint: the "refused-fw" batch must be quarantined
+    registry = DeviceRegistry(rx.registry_path)
+    good, bad = SimDevice.new("dev-good"), SimDevice.new("dev-poison")
+    good.register(registry)
+    bad.register(registry)
+    rx.start()
+
+    def client(cn: str) -> mqtt.Client:
+        ident = pki.issue(cn)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{cn}/1")
+        c.tls_set(ca_certs=str(pki.cert_path), certfile=str(ident.cert), keyfile=str(ident.key),
+                  cert_reqs=ssl.CERT_REQUIRED)
+        c.connect("localhost", broker.port)
+        c.loop_start()
+        return c
+
+    n_good, poison = 300, poison_payloads()
+    good_client, bad_client = client("dev-good"), client("dev-poison")
+    t0 = int(time.time()) - 3 * 3600
+    progress: list[tuple[str, int]] = []
+
+    def send_good():
+        for i in range(n_good):
+            good_client.publish(good.topic(), good.sealed_batch(t0 + 30 * i), qos=1).wait_for_publish(10)
+            time.sleep(0.01)
+
+    sender = threading.Thread(target=send_good)
+    sender.start()
+    try:
+        for name, payload in poison.items():
+            time.sleep(0.3)
+            bad_client.publish(bad.topic(), bad.seal(payload), qos=1).wait_for_publish(10)
+            stats = rx.wait_for(lambda s: s["rejected"] + s["quarantined"] >= len(progress) + 1, what=name)
+            progress.append((name, stats["stored"]))  # the fleet's batches stored so far: it keeps going
+        sender.join(120)
+        stats = rx.wait_for(lambda s: s["stored"] >= n_good, what="every good batch")
+        assert rx.proc.poll() is None  # never crashed
+    finally:
+        good_client.loop_stop()
+        bad_client.loop_stop()
+        rx.stop()
+    print(json.dumps({"good_batches_stored": stats["stored"], "poison_sent": len(poison),
+                      "rejected": stats["rejected"], "quarantined": stats["quarantined"],
+                      "stored_after_each_poison": progress}))
+    assert stats["stored"] == n_good and stats["readings_stored"] == 30 * n_good
+    assert stats["quarantined"] == 1 and stats["rejected"] == len(poison) - 1
+    assert [s for _, s in progress] == sorted(s for _, s in progress) and progress[-1][1] > progress[0][1]
+    assert rx.rows("SELECT COUNT(*) FROM quarantine") == [(1,)]
+    # everything was acknowledged: a restarted receiver (same persistent session) gets nothing again
+    rx.start()
+    time.sleep(2)
+    assert rx.stats()["received"] == 0
+    rx.stop()
