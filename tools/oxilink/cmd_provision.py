@@ -28,16 +28,11 @@ from cryptography import x509
 from . import paths
 from .broker import RECEIVER_CN, BrokerSettings, Mosquitto, running_pid
 from .cmd_board import do_check
-from .provision import check_device_id, device_folder, project_ca, provision_device, secrets_root
+from .provision import check_device_id, device_folder, device_registry, project_ca, provision_device, secrets_root
 
 
 def _registry():
-    from .receiver.audit import AuditLog, default_actor
-    from .receiver.registry import DeviceRegistry
-
-    root = secrets_root()
-    return DeviceRegistry(root / "devices.json", AuditLog(paths.VAR / "receiver" / "audit.log",
-                                                          default_actor("provision")))
+    return device_registry()
 
 
 def write_broker_config(port: int, hostname: str = "localhost") -> Mosquitto:

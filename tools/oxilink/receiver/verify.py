@@ -108,6 +108,10 @@ class Verifier:
 
         def keys(kid: bytes) -> list[tuple[bytes, bytes]]:
             asked.append(kid)
+            if not self.registry.entries(kid):
+                # A key registered a moment ago (a deploy, then the board's first message): look again now
+                # rather than at the next periodic check. Unknown kids cost one stat() each.
+                self.registry.refresh(min_interval_s=0)
             return [(e.key, e.base_iv) for e in self.registry.valid_keys(kid, now)]
 
         try:
