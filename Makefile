@@ -92,6 +92,10 @@ bench-ingest: venv system-deps broker-plugin ## end-to-end ingest (publisher -> 
 bench-dsp: venv deps mp-esp32 ## vitals vs HeartPy and FFT on ../shared/data/ppg (DATA=dir) -> build/bench/dsp.json
 	$(PY) -m oxilink.bench_dsp $(if $(DATA),--data $(DATA))
 
+broker: venv broker-plugin ## run the broker for real boards in the foreground (LISTEN="127.0.0.1 10.20.0.5"; docs/broker.md)
+	@test -n "$(LISTEN)" || { echo "make broker: set LISTEN to the address(es) boards reach, e.g. LISTEN=\"127.0.0.1 10.20.0.5\""; exit 2; }
+	$(OXILINK) broker $(foreach a,$(LISTEN),--listen $(a))
+
 deploy: venv deps ## compile firmware for BOARD and copy it with DEVICE's secrets to PORT (DRY_RUN=1: print only)
 	@test -n "$(DEVICE)" || { echo "make deploy: set DEVICE=<id> (create it with: .venv/bin/oxilink provision <id> --board $(BOARD))"; exit 2; }
 	$(OXILINK) deploy --board $(BOARD) --device $(DEVICE) --port $(PORT) $(if $(DRY_RUN),--dry-run)

@@ -8,8 +8,11 @@ a real PostgreSQL."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -370,6 +373,14 @@ def test_the_receiver_keeps_ingesting_the_fleet_while_one_device_sends_poison(tm
     assert stats["quarantined"] == 1 and stats["rejected"] == len(poison) - 1
     assert [s for _, s in progress] == sorted(s for _, s in progress) and progress[-1][1] > progress[0][1]
     assert rx.rows("SELECT COUNT(*) FROM quarantine") == [(1,)]
+    listed = subprocess.run([sys.executable, "-m", "oxilink.cli", "quarantine", "list", "--db", str(rx.db_path)],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    (entry,) = [json.loads(line) for line in listed]
+    assert entry["reason"] == "database refused" and entry["detail"]["device"] == "dev-poison"
+    out = rx.folder / "kept.cose"
+    subprocess.run([sys.executable, "-m", "oxilink.cli", "quarantine", "save", str(entry["id"]), "--db",
+                    str(rx.db_path), "-o", str(out)], check=True, capture_output=True)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == entry["sha256"]
     # everything was acknowledged: a restarted receiver (same persistent session) gets nothing again
     rx.start()
     time.sleep(2)
