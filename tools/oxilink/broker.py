@@ -207,20 +207,20 @@ class Mosquitto:
             return self
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
-        waiting = list(self.listen)
+        waiting = [(a, self.port) for a in self.listen] + ([(LOOPBACK, self.plain_port)] if self.plain_port else [])
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
                 raise RuntimeError(f"mosquitto exited ({self.proc.returncode}): {err}\n{self.log_tail()}")
             try:
-                with socket.create_connection((waiting[0], self.port), timeout=0.2):
+                with socket.create_connection(waiting[0], timeout=0.2):
                     waiting.pop(0)
                     if not waiting:
                         return self
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"mosquitto did not listen on {', '.join(self.listen)} port {self.port}\n{self.log_tail()}")
+        raise RuntimeError(f"mosquitto did not listen on {waiting}\n{self.log_tail()}")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
