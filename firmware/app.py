@@ -24,6 +24,10 @@ from vitals import Vitals
 FW_VERSION = "0.1.0"
 _EPOCH_2000 = 946684800  # MicroPython ports whose epoch is 2000-01-01 (the ESP32's)
 _SENSOR_RECOVER_MS = 1000
+# Batches filled while the clock is unknown wait in RAM for it (at most this many seconds of readings, at most
+# _UNSTAMPED_MAX batches); beyond that the oldest is dropped and counted (docs/time.md).
+_UNSTAMPED_S = 600
+_UNSTAMPED_MAX = 20
 _DRAIN_STALE_MS = 2000  # device clock: no drain for this long means samples are being lost
 # Real time: one loop turn is at most a connect or one delivery, every socket wait bounded by link.timeout_ms
 # (5 s); a turn still running after a minute is wedged, not slow.
@@ -48,7 +52,7 @@ def unix_time():
 
 class Device:
     def __init__(self, cfg, keys, i2c, clock, state_dir, pin=None, ssl_context=None, network=None,
-                 watchdog=None, hw=None, log=None, board_name=None, wall_clock=unix_time):
+                 watchdog=None, hw=None, log=None, board_name=None, wall_clock=unix_time, timesync=None):
         self.cfg = cfg
         self.keys = keys
         self.clock = clock
@@ -57,6 +61,7 @@ class Device:
         self.watchdog = watchdog
         self.board = board_name or cfg["board"]
         self.wall_clock = wall_clock
+        self.timesync = timesync  # sntp.TimeSync, or None where the clock is always set (the unix port)
         self.started_ms = clock.ticks_ms()
         s = cfg["sensor"]
         self.sensor = Max30102(i2c, s["address"], clock)
@@ -66,6 +71,12 @@ class Device:
         self.acq = Acquisition(self.sensor, clock, pin=pin, consumer=self.vitals)
         report = cfg["report"]
         self.batch = BatchBuilder(report["batch_seconds"], keys.device_id, FW_VERSION)
+        self._batch_ms = 0  # device ticks when the current batch began: its start time once the clock is known
+        # Full batches waiting for the clock, oldest first, as (builder, start ticks); and builders to reuse.
+        n = max(1, min(_UNSTAMPED_MAX, _UNSTAMPED_S // report["batch_seconds"]))
+        self._unstamped = []
+        self._spare = [BatchBuilder(report["batch_seconds"], keys.device_id, FW_VERSION) for _ in range(n)]
+        self.unstamped_dropped = 0
         self._plain = bytearray(self.batch.max_encoded_size)
         self._plain_mv = memoryview(self._plain)
         # The counter is bound to this key; a key without counter state here starts at 0 only with the deploy's
@@ -82,6 +93,7 @@ class Device:
                              keepalive=m["keepalive_s"], idle=self.service_sensor)
         self.transport = Transport(self.link, self.queue, keys.device_id, network=network, log=log)
         self.transport.on_connect = self._queue_status
+        self.transport.ready = self.clock_known  # no TLS before the clock is set: the certificate check needs it
         self.status_every_ms = report["status_interval_s"] * 1000
         self.last_status_ms = self.started_ms
         self.last_drain_ms = self.started_ms
@@ -95,8 +107,11 @@ class Device:
 
     def start(self):
         self.acq.start()
-        self.batch.clear(self.wall_clock())
+        self._new_batch(self.batch)
         self._arm_last_will()
+
+    def clock_known(self):
+        return self.wall_clock() != 0
 
     # ---- sensor side: never waits on the network ---------------------------------------------------------
 
@@ -136,16 +151,50 @@ class Device:
         if self.batch.full:
             self.seal_batch()
 
+    def _new_batch(self, builder):
+        builder.clear(0)
+        self.batch = builder
+        self._batch_ms = self.clock.ticks_ms()
+
+    def _start_time(self, start_ms, now_s):
+        """Unix seconds at device ticks start_ms, given the time now."""
+        return now_s - (self.clock.ticks_diff(self.clock.ticks_ms(), start_ms) + 500) // 1000
+
     def seal_batch(self):
-        """Encode, seal with the vitals topic as AAD, and queue the current batch (if it has readings)."""
+        """Stamp, encode, seal with the vitals topic as AAD, and queue the current batch (if it has readings).
+        While the clock is unknown the batch waits, unstamped, for stamp_waiting()."""
         if not self.batch.count:
             return
-        n = self.batch.encode_into(self._plain)
+        now_s = self.wall_clock()
+        if now_s:
+            self._seal(self.batch, self._start_time(self._batch_ms, now_s))
+            self._new_batch(self.batch)
+            return
+        if not self._spare:  # the wait is full: the oldest batch goes, counted
+            self._spare.append(self._unstamped.pop(0)[0])
+            self.unstamped_dropped += 1
+            if self.log and self.unstamped_dropped == 1:
+                self.log.error("time: clock still not set after %d s of readings; dropping the oldest unstamped "
+                               "batch (counted in the status as dropped)"
+                               % ((len(self._unstamped) + 1) * self.batch.capacity))
+        self._unstamped.append((self.batch, self._batch_ms))
+        self._new_batch(self._spare.pop())
+
+    def stamp_waiting(self):
+        """The clock is known: seal the batches that waited for it, oldest first, with their true start times."""
+        now_s = self.wall_clock()
+        while now_s and self._unstamped:
+            builder, start_ms = self._unstamped.pop(0)
+            self._seal(builder, self._start_time(start_ms, now_s))
+            self._spare.append(builder)
+
+    def _seal(self, builder, start_s):
+        builder.start_s = start_s
+        n = builder.encode_into(self._plain)
         sealed = self.sealer.seal(self.transport.vitals_topic, self._plain_mv[:n])
         if self.queue.put(sealed) < 0:
             self.queue_full_drops += 1
         self.batches += 1
-        self.batch.clear(self.wall_clock())
 
     # ---- status --------------------------------------------------------------------------------------------
 
@@ -155,7 +204,7 @@ class Device:
         return encode_status(
             FW_VERSION, self.board, self.clock.ticks_diff(self.clock.ticks_ms(), self.started_ms) // 1000,
             hw.reset_cause() if hw else "unknown", hw.free_heap() if hw else 0, self.queue.depth(),
-            self.queue.stats()["dropped"] + self.queue_full_drops, self.acq.lost, t["reconnects"],
+            self.queue.stats()["dropped"] + self.queue_full_drops + self.unstamped_dropped, self.acq.lost, t["reconnects"],
             t["tls_failures"], rssi=self.transport.network.rssi() if self.transport.network else None,
             insecure=self.insecure, time_s=self.wall_clock() or None, sensor_errors=self.sensor_errors)
 
@@ -175,9 +224,23 @@ class Device:
 
     # ---- the loop ------------------------------------------------------------------------------------------
 
+    def sync_time(self):
+        """Set the clock from SNTP once Wi-Fi is up (and re-sync it now and then); never blocks."""
+        ts = self.timesync
+        if ts is None or not ts.due():
+            return
+        net = self.transport.network
+        if net is not None and not net.up():
+            return
+        was_known = self.clock_known()
+        ts.step()
+        if not was_known and self.clock_known():
+            self.stamp_waiting()
+
     def run_once(self):
         self.turn_started = time.ticks_ms()
         self.service_sensor()
+        self.sync_time()
         now = self.clock.ticks_ms()
         if self.transport.up and self.clock.ticks_diff(now, self.last_status_ms) >= self.status_every_ms:
             self._queue_status(self.transport)

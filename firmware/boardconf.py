@@ -74,6 +74,11 @@ SCHEMA = {
         "capacity_bytes": ("int", 262144, [16384, 4194304]),
         "path": ("str", "/q", None),
     },
+    "time": {
+        # HOST or HOST:PORT; secrets.json's "ntp" (oxilink provision --ntp) overrides it per site.
+        "ntp_server": ("str", "pool.ntp.org", None),
+        "resync_h": ("int", 6, [1, 144]),  # ticks_add() spans at most 2**29 ms (149 h)
+    },
 }
 
 

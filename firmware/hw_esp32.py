@@ -67,6 +67,14 @@ def reset_cause():
     return _RESET_CAUSES.get(machine.reset_cause(), "unknown")
 
 
+def set_time(unix_s, us=0):
+    """Set the RTC (what mbedTLS and time.time() read) to unix seconds; ESP32 time counts from 2000."""
+    import time
+
+    tm = time.gmtime(unix_s - (946684800 if time.gmtime(0)[0] == 2000 else 0))
+    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], us))
+
+
 def free_heap():
     gc.collect()
     return gc.mem_free()

@@ -55,6 +55,15 @@ def apply_broker(cfg, broker):
     cfg["mqtt"]["port"] = int(port)
 
 
+def time_server(cfg, path="secrets.json"):
+    """The SNTP server: secrets.json's "ntp" (the site's, from provisioning) or the board file's time.ntp_server."""
+    with open(path) as f:
+        ntp = json.load(f).get("ntp", "")
+    if type(ntp) is not str:
+        raise StartupError("%s: field 'ntp' must be a string HOST or HOST:PORT" % path)
+    return ntp or cfg["time"]["ntp_server"]
+
+
 class CrashCounter:
     """Boots in a row that did not reach HEALTHY_AFTER_MS. Written before the app starts, so a crash at any
     point (even a hard fault) still counts."""

@@ -58,6 +58,7 @@ class Transport:
         self.sent_upto = -1  # highest queue seq ever sent: re-sending it or below sets DUP
         self.status_pending = None  # sealed status waiting to go out (retained)
         self.on_connect = None  # callback(transport): e.g. queue a fresh status report
+        self.ready = None  # callable: False holds off connecting (the clock is not set: TLS would fail)
         self.ever_connected = False
         self.reported_failure = False
         self.last_error = None
@@ -119,6 +120,8 @@ class Transport:
             self.counts["network_down"] += 1
             self._schedule_retry()
             return False
+        if self.ready is not None and not self.ready():
+            return False  # not a failure: nothing was tried
         try:
             self.link.connect(clean_session=False)
         except Exception as e:

