@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import ssl
+import threading
 from collections import defaultdict
 
 import cbor2
+import paho.mqtt.client as mqtt
 import pytest
 from devicerun import DeviceProcess
 from receiverrun import ReceiverProcess
 
-from mqtt_peer import Peer
 from oxilink.broker import RECEIVER_CN
 from oxilink.provision import deploy_keys, load_identity, provision_device
 from oxilink.receiver.audit import AuditLog, default_actor
@@ -43,15 +46,32 @@ if d.flash_image:
 
 
 class Wire:
-    """Every sealed message the broker delivers on oxilink/#, by (kid, Partial IV)."""
+    """Every sealed message the broker delivers on oxilink/#, by (kid, Partial IV). A persistent session
+    (clean_session false, QoS 1): a broker restart in the middle loses nothing of the capture either."""
 
     def __init__(self, broker, pki):
-        self.peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path, client_id=f"{RECEIVER_CN}/wire")
-        self.peer.subscribe("oxilink/#")
+        ident = pki.issue(RECEIVER_CN)
+        self.messages: queue.Queue = queue.Queue()
+        self.subscribed = threading.Event()
+        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{RECEIVER_CN}/wire",
+                                      clean_session=False)
+        c.tls_set(ca_certs=str(pki.cert_path), certfile=str(ident.cert), keyfile=str(ident.key),
+                  cert_reqs=ssl.CERT_REQUIRED)
+        c.on_connect = lambda client, *a: client.subscribe("oxilink/#", 1)
+        c.on_subscribe = lambda *a: self.subscribed.set()
+        c.on_message = lambda client, userdata, m: self.messages.put(bytes(m.payload))
+        c.connect("localhost", broker.port)
+        c.loop_start()
+        if not self.subscribed.wait(10):
+            raise TimeoutError("wire capture: no SUBACK")
         self.seen: dict[tuple[bytes, int], set[str]] = defaultdict(set)
 
-    def collect(self) -> None:
-        for _topic, payload, _retained in self.peer.drain(2.0):
+    def collect(self, quiet: float = 2.0) -> None:
+        while True:
+            try:
+                payload = self.messages.get(timeout=quiet)
+            except queue.Empty:
+                return
             _protected, unprotected, _ct = cbor2.loads(payload).value
             piv = int.from_bytes(unprotected[6], "big")
             self.seen[unprotected[4], piv].add(hashlib.sha256(payload).hexdigest())
@@ -61,7 +81,8 @@ class Wire:
         return [(kid.hex(), piv) for (kid, piv), digests in self.seen.items() if len(digests) > 1]
 
     def close(self) -> None:
-        self.peer.close()
+        self.client.loop_stop()
+        self.client.disconnect()
 
 
 @pytest.fixture
