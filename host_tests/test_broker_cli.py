@@ -178,3 +178,54 @@ def test_a_board_provisioned_for_a_name_reaches_the_broker_and_new_names_are_rei
         broker.wait(10)
     print(json.dumps({d: {"batches": len(r["vitals_counters"]), "readings": r["readings"]}
                       for d, r in reports.items()}))
+
+
+@pytest.mark.parametrize("mpbuild", ["esp32like"], indirect=True)
+def test_a_double_deployed_for_a_ward_name_delivers_through_oxilink_broker(tmp_path, site, mpbuild):
+    """Issue 13's acceptance on the board double: a device provisioned for broker.ward.test, a name that
+    resolves to 127.0.0.2 on the ward's network (the double's DNS); `oxilink broker` listening there; the
+    erased double gets the firmware with the real mpremote (`oxilink deploy`), boots, sets its clock by SNTP,
+    checks the broker's name in its certificate, and its readings reach `oxilink receive` over mutual TLS."""
+    from oxilink.double import AccessPoint, Board
+    from oxilink.double.sntpserver import SntpServer
+
+    env, _ = site
+    port = free_port("127.0.0.2")
+    with SntpServer() as sntp:
+        prov = cli(env, "provision", "dev-ward", "--board", "esp32-devkitc", "--broker", f"broker.ward.test:{port}",
+                   "--ntp", sntp.address)
+        assert prov.returncode == 0, prov.stderr
+        broker = subprocess.Popen([*OXILINK, "broker", "--listen", "127.0.0.2"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.STDOUT)
+        receiver = None
+        try:
+            deadline = time.monotonic() + 20
+            while not listening("127.0.0.2", port):
+                assert time.monotonic() < deadline and broker.poll() is None
+                time.sleep(0.1)
+            receiver = subprocess.Popen([*OXILINK, "receive", "--broker", f"127.0.0.2:{port}", "--stats-every",
+                                         "0.2", "--log-level", "WARNING"], env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+            ap = AccessPoint(ssid=env["OXILINK_WIFI_SSID"], password=env["OXILINK_WIFI_PASSWORD"], connect_s=0.5)
+            with Board(tmp_path / "board", ap=ap, rate=3, dns={"broker.ward.test": {"ip": "127.0.0.2"}}) as b:
+                b.expect(">>> ", 30)  # erased
+                deploy = subprocess.run([*OXILINK, "deploy", "--board", "esp32-devkitc", "--device", "dev-ward",
+                                         "--port", b.url, "--arch", b.mpy_arch], env=env, capture_output=True,
+                                        text=True, timeout=240)
+                assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+                assert deploy.stdout.count(" connect ") == 1  # one mpremote session
+                b.expect(rf"connected to broker broker\.ward\.test:{port}", 90)
+                deadline = time.monotonic() + 120
+                while stats(tmp_path).get("readings_stored", 0) < 60:  # two 30 s batches
+                    assert time.monotonic() < deadline, (stats(tmp_path), b.output[-2000:])
+                    time.sleep(0.5)
+                assert ("127.0.0.2", port) in b.resolved  # the ward DNS answer the board connected through
+        finally:
+            if receiver:
+                receiver.send_signal(signal.SIGTERM)
+                receiver.wait(30)
+            broker.terminate()
+            broker.wait(10)
+    got = stats(tmp_path)
+    assert got["rejected"] == 0 and got["quarantined"] == 0
+    print(json.dumps({"readings_stored": got["readings_stored"], "batches": got["stored"]}))
