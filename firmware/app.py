@@ -12,6 +12,7 @@
 # stamps only measure short intervals, and a stamp whose age reads negative (over half a period old) counts
 # as long overdue.
 import time
+from binascii import hexlify
 
 from acquisition import Acquisition
 from batch import BatchBuilder, BatchWait, encode_status
@@ -36,6 +37,14 @@ _DRAIN_STALE_MS = 2000  # device clock: no drain for this long means samples are
 # Real time: one loop turn is at most a connect or one delivery, every socket wait bounded by link.timeout_ms
 # (5 s); a turn still running after a minute is wedged, not slow.
 _TURN_BUDGET_MS = 60000
+
+
+def client_id(device_id, hw):
+    """The MQTT client id "<device id>/<board id>": the broker takes only ids in the certificate CN's namespace
+    (docs/broker.md), and the board's own id keeps two boards deployed with one device id out of each other's
+    session."""
+    uid = hw.unique_id() if hw is not None and hasattr(hw, "unique_id") else b""
+    return "%s/%s" % (device_id, hexlify(uid).decode() if uid else "0")
 
 
 def unix_time():
@@ -76,7 +85,9 @@ class Device:
         self._stamper = BatchBuilder(report["batch_seconds"], keys.device_id, FW_VERSION)
         self._plain = bytearray(self.batch.max_encoded_size)
         self._plain_mv = memoryview(self._plain)
-        self.sealer = Sealer(keys, MessageCounter(state_dir + "/counter"), max_payload=len(self._plain))
+        # The counter is bound to this key; a key without counter state here starts at 0 only with the deploy's
+        # marker <state_dir>/counter.fresh (docs/format.md, "Key material"): else KeyNotFresh, nothing sealed.
+        self.sealer = Sealer(keys, MessageCounter(state_dir + "/counter", keys.kid), max_payload=len(self._plain))
         q = cfg["queue"]
         self.queue = FlashQueue(q["path"], q["capacity_bytes"])
         m = cfg["mqtt"]
@@ -84,7 +95,8 @@ class Device:
         if not self.insecure and ssl_context is None:
             raise ValueError("board file: mqtt.tls is true but no TLS context was given (device certificates "
                              "missing?); set mqtt.tls to false only for a plain test broker")
-        self.link = MqttLink(keys.device_id, m["host"], m["port"], ssl_context=None if self.insecure else ssl_context,
+        self.link = MqttLink(client_id(keys.device_id, hw), m["host"], m["port"],
+                             ssl_context=None if self.insecure else ssl_context,
                              keepalive=m["keepalive_s"], idle=self.service_sensor, clock=net_clock,
                              drain=self.drain_now)
         self.transport = Transport(self.link, self.queue, keys.device_id, network=network, log=log, clock=net_clock)

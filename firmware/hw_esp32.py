@@ -44,6 +44,10 @@ def Network(ssid, password, log=None):
     return Station(wlan, ssid, password, log)
 
 
+def unique_id():
+    return machine.unique_id()  # the factory MAC: one per board
+
+
 def reset_cause():
     return _RESET_CAUSES.get(machine.reset_cause(), "unknown")
 

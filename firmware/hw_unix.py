@@ -40,6 +40,18 @@ class Network:
         return self.rssi_dbm if self.available else None
 
 
+_UNIQUE_ID = []
+
+
+def unique_id():
+    """Stands in for machine.unique_id() (the ESP32's MAC): random, fixed for this process (one simulated board)."""
+    if not _UNIQUE_ID:
+        import os
+
+        _UNIQUE_ID.append(os.urandom(6))
+    return _UNIQUE_ID[0]
+
+
 def reset_cause():
     return "power-on"
 

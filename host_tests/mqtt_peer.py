@@ -13,7 +13,9 @@ class Peer:
     def __init__(self, broker, identity, ca_path, client_id: str | None = None, host: str = "localhost"):
         self.messages: queue.Queue = queue.Queue()
         self.connected = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"peer-{id(self)}")
+        # The broker takes only client ids in the certificate's namespace: "<CN>" or "<CN>/<suffix>".
+        client_id = client_id or f"{identity.common_name()}/peer-{id(self)}"
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.tls_set(ca_certs=str(ca_path), certfile=str(identity.cert), keyfile=str(identity.key),
                             cert_reqs=ssl.CERT_REQUIRED)
         self.client.on_connect = lambda c, u, f, rc, p=None: self.connected.set()

@@ -17,7 +17,8 @@ def der(p):
     with open(p, "rb") as f:
         return f.read()
 key, cert, ca, port, topic = sys.argv[1:6]
-c = MQTTClient("dev", "localhost", port=int(port), ssl=True,
+client_id = sys.argv[6] if len(sys.argv) > 6 else topic.split("/")[1] + "/board-1"  # <CN>/<suffix>
+c = MQTTClient(client_id, "localhost", port=int(port), ssl=True,
                ssl_params=dict(key=der(key), cert=der(cert), cadata=der(ca), cert_reqs=2,
                                server_hostname="localhost"))
 c.connect()
@@ -36,7 +37,7 @@ def test_device_publishes_over_mutual_tls(mp, tmp_path, broker, pki, receiver):
 
 def test_device_cannot_publish_to_another_devices_topic(mp, tmp_path, broker, pki, receiver):
     files = write_der(tmp_path, pki.issue("dev-a"), pki)
-    mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-b/vitals"])  # PUBACKed, then dropped
+    mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-b/vitals", "dev-a/1"])  # PUBACKed, dropped
     mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-a/vitals"])
     assert receiver.get()[0] == "oxilink/dev-a/vitals"  # only its own topic came through
     with pytest.raises(queue.Empty):
@@ -76,3 +77,66 @@ def test_revoked_device_can_no_longer_connect(mp, tmp_path, broker, pki, receive
         assert "certificate verify failed" in broker.log_tail(50)  # the same certificate worked before the CRL
     finally:
         pki.write_crl([])
+
+
+DEVICE_HANDSHAKE = """
+import sys, socket
+from tlsconfig import client_context
+def der(p):
+    with open(p, "rb") as f:
+        return f.read()
+key, cert, ca, port = sys.argv[1:5]
+s = socket.socket()
+s.connect(socket.getaddrinfo("127.0.0.1", int(port))[0][-1])
+t = client_context(der(key), der(cert), der(ca)).wrap_socket(s, server_hostname="localhost")
+t.write(b"hello")
+print(t.read(2))
+t.close()
+"""
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # ssl.TLSVersion.TLSv1/TLSv1_1: deprecated, the point
+def test_tls_versions_boards_negotiate_1_2_and_the_broker_allows_1_2_and_1_3(mp, tmp_path, broker, pki):
+    """`tls_version tlsv1.2` is Mosquitto's minimum. The firmware's TLS (MicroPython's mbedTLS, TLS 1.2 only,
+    as ESP32 builds: sdkconfig has no MBEDTLS_SSL_PROTO_TLS1_3) negotiates 1.2 against a server offering 1.3;
+    the broker accepts 1.2 and 1.3 (the receiver, CPython), and refuses anything older."""
+    import socket
+    import ssl
+    import threading
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # a server offering everything OpenSSL allows, 1.3 included
+    ctx.load_cert_chain(broker.folder / "server.pem", broker.folder / "server.key")
+    ctx.load_verify_locations(pki.cert_path)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    seen = {}
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        def serve():
+            conn, _ = server.accept()
+            with ctx.wrap_socket(conn, server_side=True) as t:
+                seen["version"] = t.version()
+                t.recv(5)
+                t.sendall(b"ok")
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        files = write_der(tmp_path, pki.issue("dev-tls"), pki)
+        assert "b'ok'" in mp(DEVICE_HANDSHAKE, args=[*files, str(server.getsockname()[1])])
+        thread.join(10)
+    assert seen["version"] == "TLSv1.2"
+
+    dev = pki.issue("dev-tls-py")
+
+    def handshake(minimum, maximum) -> str:
+        c = ssl.create_default_context(cafile=str(pki.cert_path))
+        c.load_cert_chain(dev.cert, dev.key)
+        c.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client offer old versions: the broker must say no
+        c.minimum_version, c.maximum_version = minimum, maximum
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as s, \
+                c.wrap_socket(s, server_hostname="localhost") as t:
+            return t.version()
+
+    V = ssl.TLSVersion
+    assert handshake(V.TLSv1_2, V.TLSv1_2) == "TLSv1.2"
+    assert handshake(V.TLSv1_2, V.TLSv1_3) == "TLSv1.3"
+    for old in (V.TLSv1, V.TLSv1_1):
+        with pytest.raises(ssl.SSLError, match="ALERT_PROTOCOL_VERSION"):  # the broker's alert, not our refusal
+            handshake(old, old)

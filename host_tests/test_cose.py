@@ -250,7 +250,10 @@ vfs.VfsLfs2.mkfs(dev)
 msgs = []
 for boot in range(2):
     vfs.mount(vfs.VfsLfs2(dev), "/c")
-    s = Sealer(keys, MessageCounter("/c/ctr", reserve=4), max_payload=64)
+    if boot == 0:  # deployed with a fresh key: the marker lets its counter start at 0, once
+        with open("/c/ctr.fresh", "w") as f:
+            f.write(binascii.hexlify(keys.kid).decode())
+    s = Sealer(keys, MessageCounter("/c/ctr", keys.kid, reserve=4), max_payload=64)
     for i in range(3):
         msgs.append(binascii.hexlify(s.seal(keys.topic("vitals"), bytes([i]))).decode())
     vfs.umount("/c")
@@ -306,7 +309,9 @@ vfs.VfsLfs2.mkfs(dev)
 vfs.mount(vfs.VfsLfs2(dev), "/c")
 b = BatchBuilder(60, keys.device_id, "0.1.0")
 buf = bytearray(b.max_encoded_size)
-s = Sealer(keys, MessageCounter("/c/ctr"), max_payload=len(buf))
+with open("/c/ctr.fresh", "w") as f:
+    f.write(binascii.hexlify(keys.kid).decode())
+s = Sealer(keys, MessageCounter("/c/ctr", keys.kid), max_payload=len(buf))
 topic = keys.topic("vitals")
 for batch in range(50):
     b.clear(1767225600 + 60 * batch)

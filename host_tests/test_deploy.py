@@ -56,7 +56,8 @@ def test_dry_run_copies_exactly_what_the_board_needs(tmp_path, board, arch, mpbu
     modules = sorted(p.stem for p in (ROOT / "firmware").glob("*.py")
                      if p.name not in ("boot.py", "main.py", "hw_unix.py"))
     expected = {":/boot.py", ":/main.py", *(f":/{m}.mpy" for m in modules), ":/umqtt/simple.py", ":/board.json",
-                ":/secrets.json", ":/certs/device.key.der", ":/certs/device.crt.der", ":/certs/ca.der"}
+                ":/secrets.json", ":/counter.fresh", ":/certs/device.key.der", ":/certs/device.crt.der",
+                ":/certs/ca.der"}
     assert set(copies) == expected
     steps = [c[0] for c in cmds]
     first_cp, last_cp = steps.index("fs"), len(steps) - 1 - steps[::-1].index("fs")

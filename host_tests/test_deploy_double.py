@@ -44,7 +44,10 @@ def plan_for(ident, arch: str, tmp_path: Path, mark: int | None = None):
 
 
 def digests(plan) -> dict[str, str]:
-    return {f.remote: hashlib.sha256(f.local.read_bytes()).hexdigest() for f in plan.files}
+    """What the plan installs for good: /counter.fresh is consumed at the first boot (the app binds its key's
+    message counter, then deletes it: firmware/msgcounter.py)."""
+    return {f.remote: hashlib.sha256(f.local.read_bytes()).hexdigest() for f in plan.files
+            if f.remote != "/counter.fresh"}
 
 
 def deploy_env(secrets_root: Path) -> dict[str, str]:
@@ -68,6 +71,7 @@ def test_deploy_over_one_mpremote_session_to_an_erased_board(tmp_path, mpbuild, 
     on_flash = FlashImage(b.flash).files()
     for remote, digest in digests(plan).items():
         assert on_flash[remote][1] == digest, remote
+    assert "/counter.fresh" not in on_flash and "/counter.a" in on_flash  # the key bound, its marker consumed
     assert "/deploying" not in on_flash and not any(p.endswith(".new") for p in on_flash)
 
 

@@ -27,7 +27,7 @@ def read(p):
         return f.read()
 d, port, topic = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 ctx = client_context(read(d + "/certs/device.key.der"), read(d + "/certs/device.crt.der"), read(d + "/certs/ca.der"))
-link = MqttLink("x", "localhost", port, ssl_context=ctx, timeout_ms=3000)
+link = MqttLink(d.rstrip("/").split("/")[-1] + "/board-1", "localhost", port, ssl_context=ctx, timeout_ms=3000)
 try:
     link.connect(clean_session=True)
     link.send_publish(topic.encode(), b"sealed", 7)
@@ -71,8 +71,8 @@ def test_provision_creates_identity_registry_and_broker_config(tmp_path, env, mp
     entry = registry["devices"]["dev-p1"]  # what the receiver's FHIR Device says about the board
     assert (entry["board"], entry["certificate_serial"]) == ("sim", format(cert.serial_number, "x"))
     conf = (tmp_path / "secrets" / "broker" / "mosquitto.conf").read_text()
-    for line in ("require_certificate true", "use_identity_as_username true", f"listener {port} 127.0.0.1",
-                 "crlfile", "allow_anonymous false"):
+    for line in ("require_certificate true", "oxilink_identity.so", f"listener {port} 127.0.0.1",
+                 "crlfile", "allow_anonymous false", "autosave_on_changes true"):
         assert line in conf
     assert "pattern write oxilink/%u/#" in (tmp_path / "secrets" / "broker" / "acl").read_text()
 

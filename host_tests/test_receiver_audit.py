@@ -101,3 +101,27 @@ def test_appending_after_a_damaged_tail_refuses(log):
         f.write('{"seq": 9, "half an entry\n')
     with pytest.raises(RuntimeError, match="audit verify"):
         log.append("export")
+
+
+def test_duplicate_keys_are_an_edit(log, capsys):
+    """A second "event" key before the real one: json.loads keeps the last value, so the hash still matches, but
+    a reader of the raw line (grep, a SIEM) sees the other. The log never writes that: verify names it."""
+    text = lines(log)
+    forged = text[2].replace('"event":', '"event":"key_registered","event":', 1)
+    assert json.loads(forged) == json.loads(text[2])  # the same content to a lax parser
+    log.path.write_text("".join(text[:2] + [forged] + text[3:]))
+    rc, out = run_verify(log, capsys)
+    assert rc == 1
+    assert "entry seq 3 (line 3): duplicate key 'event'" in out
+
+
+def test_nested_duplicate_keys_and_non_canonical_spelling_are_edits(log, capsys):
+    text = lines(log)
+    nested = text[1].replace('"detail":{', '"detail":{"reason":"replay",', 1)
+    spaced = text[4].replace('","', '", "', 1)  # parses to the same entry and the same hash
+    assert json.loads(spaced) == json.loads(text[4])
+    log.path.write_text("".join(text[:1] + [nested] + text[2:4] + [spaced] + text[5:]))
+    rc, out = run_verify(log, capsys)
+    assert rc == 1
+    assert "entry seq 2 (line 2): duplicate key 'reason'" in out
+    assert "entry seq 5 (line 5): not in the canonical form the log writes (edited)" in out

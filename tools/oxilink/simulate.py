@@ -113,8 +113,8 @@ class SimSystem:
         if self.o.db:
             store = open_store(self.o.db)
             try:
-                used = [f"sim-{i:02d}" for i in range(1, self.o.devices + 1)
-                        if store.high_counter(f"sim-{i:02d}") is not None]
+                held = set(store.devices())
+                used = [f"sim-{i:02d}" for i in range(1, self.o.devices + 1) if f"sim-{i:02d}" in held]
             finally:
                 store.close()
             if used:

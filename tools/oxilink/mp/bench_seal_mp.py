@@ -32,7 +32,9 @@ def main():
     vfs.mount(vfs.VfsLfs2(dev), "/bench")
     builder = BatchBuilder(len(readings), keys.device_id, cfg["fw"], cfg["cfg"])
     plaintext = bytearray(builder.max_encoded_size)
-    sealer = Sealer(keys, MessageCounter("/bench/ctr", reserve=64), max_payload=len(plaintext))
+    with open("/bench/ctr.fresh", "w") as f:  # a freshly deployed key (docs/format.md, "Key material")
+        f.write(binascii.hexlify(keys.kid).decode())
+    sealer = Sealer(keys, MessageCounter("/bench/ctr", keys.kid, reserve=64), max_payload=len(plaintext))
     enc = Encrypt0(keys.key, keys.base_iv, keys.kid, max_payload=len(plaintext))
 
     add_us, encode_us, seal_us, total_us, cose_us = [], [], [], [], []

@@ -153,6 +153,20 @@ def read_entries(path: Path) -> Iterator[dict]:
         return
 
 
+class DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json object hook: a key that appears twice is an error (json.loads would keep the last one)."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKey(repr(k))
+        out[k] = v
+    return out
+
+
 @dataclass(frozen=True)
 class Problem:
     line: int | None  # 1-based line in the log, None for the head file
@@ -184,15 +198,23 @@ def verify(path: Path) -> tuple[int, list[Problem]]:
                 problems.append(Problem(lineno, None, "blank line (an entry was removed or the file edited)"))
                 continue
             try:
-                entry = json.loads(raw)
+                entry = json.loads(raw, object_pairs_hook=_unique_keys)
                 seq = entry["seq"]
                 if not isinstance(entry, dict) or not isinstance(seq, int):
                     raise TypeError
+            except DuplicateKey as e:
+                problems.append(Problem(lineno, expected_seq, f"duplicate key {e} (edited: one value hides another)"))
+                expected_seq += 1
+                continue
             except (ValueError, KeyError, TypeError):
                 problems.append(Problem(lineno, expected_seq, "not a valid audit entry (edited or torn)"))
                 expected_seq += 1
                 continue
             count += 1
+            if raw != canonical(entry) + b"\n":
+                # The log only ever writes the canonical form: any other spelling of an entry was edited, even
+                # one that parses to the same hashed content.
+                problems.append(Problem(lineno, seq, "not in the canonical form the log writes (edited)"))
             if seq != expected_seq:
                 if seq > expected_seq:
                     missing = f"{expected_seq}" if seq == expected_seq + 1 else f"{expected_seq}..{seq - 1}"

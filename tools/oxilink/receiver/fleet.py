@@ -63,7 +63,7 @@ class SimDevice:
         return self.seal(self.batch_payload(start, n))
 
     def sealed_status(self, **overrides) -> bytes:
-        fields = dict(fw="sim-1.0", board="sim", uptime_s=60, reset_cause="power_on", free_heap=90000,
+        fields = dict(fw="sim-1.0", board="sim", uptime_s=60, reset_cause="power-on", free_heap=90000,
                       queue_depth=0, dropped=0, fifo_overflows=0, reconnects=0, tls_failures=0)
         fields.update(overrides)
         return self.seal(sealed.encode_status(**fields), kind="status")

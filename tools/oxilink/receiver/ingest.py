@@ -22,7 +22,7 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -38,6 +38,13 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 RECEIVE_MAXIMUM = 1000  # unacked QoS 1 messages the broker may have in flight to us
 
 
+def client_id_for(common_name: str, wanted: str | None = None) -> str:
+    """The broker takes only client ids in the certificate's namespace, "<CN>" or "<CN>/<suffix>"
+    (docs/broker.md): `wanted` if it is one, else "<CN>/<wanted>" (default suffix: this host's name)."""
+    wanted = wanted or socket.gethostname()
+    return wanted if wanted == common_name or wanted.startswith(common_name + "/") else f"{common_name}/{wanted}"
+
+
 @dataclass
 class BrokerConfig:
     host: str
@@ -45,7 +52,7 @@ class BrokerConfig:
     ca: Path
     cert: Path
     key: Path
-    client_id: str = f"oxilink-receiver-{socket.gethostname()}"
+    client_id: str = field(default_factory=lambda: client_id_for("oxilink-receiver"))
     group: str | None = None
     keepalive: int = 30
 

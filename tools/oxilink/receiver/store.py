@@ -1,13 +1,16 @@
 """Where verified messages end up: the Store interface, versioned migrations, and the SQLite backend.
 
 Tables (the same in every backend; store_pg.py has the PostgreSQL dialect):
-  messages  one row per accepted sealed message, primary key (device, counter): the device's message
-            counter (the COSE Partial IV) is unique for the device's life, so a re-delivered or replayed
-            message can never be stored twice.
-  readings  one row per reading of a vitals batch, primary key (device, counter, offset).
+  messages    one row per accepted sealed message, primary key (device, kid, counter): the message counter
+              (the COSE Partial IV) is unique per key, and every deploy brings a fresh key whose counter
+              starts at 0 (docs/format.md, "Key material"), so a re-delivered or replayed message can never be
+              stored twice, and a board restarted under a new key is never taken for a replay.
+  readings    one row per reading of a vitals batch, primary key (device, kid, counter, offset).
   device_versions  what a device was when it sent a batch (deviceinfo.py), one row per (device, version);
-            messages.device_version names the version of each vitals batch (NULL for batches stored before
-            schema version 2: readers fall back to the batch's own fw and cfg).
+              messages.device_version names the version of each vitals batch (NULL for batches stored before
+              schema version 2: readers fall back to the batch's own fw and cfg).
+  quarantine  messages that passed verification but that the database refused (and messages whose
+              verification failed unexpectedly): raw sealed bytes, reason and details, kept for an operator.
   schema_migrations  the versions applied, with when.
 
 `open_store("var/x.sqlite")` or `open_store("postgresql://...")` picks the backend. SQLite runs in WAL
@@ -17,6 +20,8 @@ the receiver acknowledge a message to the broker right after.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -26,9 +31,10 @@ from typing import Protocol
 
 from .model import Accepted
 
-READING_COLUMNS = ("device", "counter", "offset", "t", "hr_bpm", "spo2_pct", "pi_pct", "quality")
-MESSAGE_COLUMNS = ("device", "counter", "kind", "kid", "topic", "received_at", "start", "period_ms", "fw", "cfg",
+READING_COLUMNS = ("device", "counter", "offset", "t", "hr_bpm", "spo2_pct", "pi_pct", "quality", "kid")
+MESSAGE_COLUMNS = ("device", "kid", "counter", "kind", "topic", "received_at", "start", "period_ms", "fw", "cfg",
                    "n_readings", "status_json", "device_version")
+QUARANTINE_COLUMNS = ("received_at", "topic", "reason", "detail", "payload", "sha256")
 
 # (version, description, statements). Append only: never edit a migration that has shipped.
 SQLITE_MIGRATIONS: list[tuple[int, str, list[str]]] = [
@@ -52,6 +58,33 @@ SQLITE_MIGRATIONS: list[tuple[int, str, list[str]]] = [
              device TEXT NOT NULL, version TEXT NOT NULL, doc TEXT NOT NULL, recorded_at REAL NOT NULL,
              PRIMARY KEY (device, version)) WITHOUT ROWID""",
     ]),
+    # A deploy brings a fresh key whose counter starts at 0: (device, counter) is no longer unique, (kid, counter)
+    # is. Existing rows keep their kid; readings get theirs from their message.
+    (3, "messages and readings keyed on (device, kid, counter)", [
+        """CREATE TABLE messages_v3 (
+             device TEXT NOT NULL, kid BLOB NOT NULL, counter INTEGER NOT NULL, kind TEXT NOT NULL,
+             topic TEXT NOT NULL, received_at REAL NOT NULL,
+             start REAL, period_ms INTEGER, fw TEXT, cfg INTEGER, n_readings INTEGER, status_json TEXT,
+             device_version TEXT, PRIMARY KEY (device, kid, counter)) WITHOUT ROWID""",
+        """INSERT INTO messages_v3 SELECT device, kid, counter, kind, topic, received_at, start, period_ms, fw, cfg,
+             n_readings, status_json, device_version FROM messages""",
+        """CREATE TABLE readings_v3 (
+             device TEXT NOT NULL, kid BLOB NOT NULL, counter INTEGER NOT NULL, "offset" INTEGER NOT NULL,
+             t REAL NOT NULL, hr_bpm REAL, spo2_pct REAL, pi_pct REAL, quality INTEGER NOT NULL,
+             PRIMARY KEY (device, kid, counter, "offset")) WITHOUT ROWID""",
+        """INSERT INTO readings_v3 SELECT r.device, m.kid, r.counter, r."offset", r.t, r.hr_bpm, r.spo2_pct,
+             r.pi_pct, r.quality FROM readings r JOIN messages m ON m.device = r.device AND m.counter = r.counter""",
+        "DROP TABLE readings",
+        "DROP TABLE messages",
+        "ALTER TABLE messages_v3 RENAME TO messages",
+        "ALTER TABLE readings_v3 RENAME TO readings",
+        "CREATE INDEX messages_by_time ON messages (device, start)",
+    ]),
+    (4, "quarantine: messages the database refused, kept with the reason", [
+        """CREATE TABLE quarantine (
+             id INTEGER PRIMARY KEY, received_at REAL NOT NULL, topic TEXT NOT NULL, reason TEXT NOT NULL,
+             detail TEXT NOT NULL, payload BLOB NOT NULL, sha256 TEXT NOT NULL)""",
+    ]),
 ]
 
 
@@ -65,7 +98,23 @@ class Reading:
     spo2_pct: float | None
     pi_pct: float | None
     quality: int
+    kid: bytes = b""  # with counter and offset, what names a reading uniquely (counters restart per key)
     device_version: str | None = None  # key of the batch's device version (deviceinfo.version_from_store)
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    """A message kept because it could not be stored (or its verification failed unexpectedly)."""
+
+    received_at: float
+    topic: str
+    reason: str  # short: "database refused", "internal error"
+    detail: dict
+    payload: bytes  # the sealed message exactly as received
+
+    def row(self) -> tuple:
+        return (self.received_at, self.topic, self.reason, json.dumps(self.detail, sort_keys=True, default=str),
+                self.payload, hashlib.sha256(self.payload).hexdigest())
 
 
 class Store(Protocol):
@@ -75,12 +124,22 @@ class Store(Protocol):
 
     def schema_version(self) -> int: ...
 
+    # Exceptions of write() that are about a message's data (a value the database refuses), not about the
+    # database itself: the receiver quarantines the message instead of stopping (pipeline.py).
+    data_errors: tuple[type[BaseException], ...]
+
     def write(self, messages: Sequence[Accepted]) -> list[bool]:
         """Stores the messages in one transaction, durable on return; per message, True if it was new and
-        False if (device, counter) was already stored (a duplicate: nothing written)."""
+        False if (device, kid, counter) was already stored (a duplicate: nothing written)."""
         ...
 
-    def high_counter(self, device: str) -> int | None: ...
+    def quarantine(self, entries: Sequence[QuarantineEntry]) -> None:
+        """Keeps the entries in one transaction, durable on return."""
+        ...
+
+    def quarantined(self) -> list[dict]: ...
+
+    def high_counter(self, device: str, kid: bytes) -> int | None: ...
 
     def readings(self, device: str | None = None, since: float | None = None,
                  until: float | None = None) -> Iterator[Reading]: ...
@@ -99,15 +158,11 @@ class Store(Protocol):
 
 
 def message_row(m: Accepted) -> tuple:
+    """In MESSAGE_COLUMNS order."""
     b = m.batch or {}
-    return (m.device, m.counter, m.kind, m.kid, m.topic, m.received_at, b.get("start"), b.get("period_ms"),
+    return (m.device, m.kid, m.counter, m.kind, m.topic, m.received_at, b.get("start"), b.get("period_ms"),
             b.get("fw"), b.get("cfg"), len(b["readings"]) if m.batch else None, m.status_json(),
             m.device_version.id if m.device_version else None)
-
-
-def insert_message_sql(mark: str) -> str:
-    return (f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) VALUES ({', '.join([mark] * len(MESSAGE_COLUMNS))}) "
-            "ON CONFLICT DO NOTHING")
 
 
 def device_version_rows(messages: Sequence[Accepted], fresh: Sequence[bool]) -> list[tuple]:
@@ -124,11 +179,24 @@ VERSION_KEY = ("COALESCE(m.device_version, 'legacy:' || COALESCE(m.fw, '') || ':
                "COALESCE(CAST(m.cfg AS TEXT), ''))")
 
 
+READING_INSERT_COLUMNS = ("device", "kid", "counter", "offset", "t", "hr_bpm", "spo2_pct", "pi_pct", "quality")
+
+
 def reading_rows(m: Accepted) -> list[tuple]:
+    """In READING_INSERT_COLUMNS order."""
     if not m.batch:
         return []
-    return [(m.device, m.counter, i, r["t"], r["hr_bpm"], r["spo2_pct"], r["pi_pct"], r["quality"])
+    return [(m.device, m.kid, m.counter, i, r["t"], r["hr_bpm"], r["spo2_pct"], r["pi_pct"], r["quality"])
             for i, r in enumerate(m.batch["readings"])]
+
+
+def insert_sql(table: str, columns: Sequence[str], mark: str, conflict: str = "") -> str:
+    names = ", ".join(f'"{c}"' for c in columns)
+    return f"INSERT INTO {table} ({names}) VALUES ({', '.join([mark] * len(columns))}){conflict}"
+
+
+def quarantined_rows(rows: Iterator[tuple]) -> list[dict]:
+    return [{"id": r[0], **dict(zip(QUARANTINE_COLUMNS, r[1:], strict=True))} for r in rows]
 
 
 def readings_query(device: str | None, since: float | None, until: float | None, mark: str) -> tuple[str, list]:
@@ -146,7 +214,8 @@ def readings_query(device: str | None, since: float | None, until: float | None,
         args.append(since)
     columns = ", ".join(f'r."{c}"' for c in READING_COLUMNS)
     sql = (f"SELECT {columns}, {VERSION_KEY} FROM messages m JOIN readings r ON r.device = m.device "
-           f"AND r.counter = m.counter WHERE {' AND '.join(conds)} ORDER BY r.device, r.t, r.counter, r.\"offset\"")
+           f"AND r.kid = m.kid AND r.counter = m.counter WHERE {' AND '.join(conds)} "
+           f"ORDER BY r.device, r.t, r.kid, r.counter, r.\"offset\"")
     return sql, args
 
 
@@ -175,6 +244,11 @@ def device_versions_query(device: str | None, since: float | None, until: float 
 
 
 class SQLiteStore:
+    # A value SQLite cannot bind or a constraint it refuses; OperationalError (disk, lock) and DatabaseError
+    # (a damaged file) are the database's own trouble and stop the receiver instead.
+    data_errors = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+                   OverflowError, ValueError, TypeError)
+
     def __init__(self, path: Path | str, synchronous: str = "FULL"):
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
@@ -222,13 +296,13 @@ class SQLiteStore:
         cur.execute("BEGIN")
         try:
             for m in messages:
-                cur.execute(insert_message_sql("?"), message_row(m))
+                cur.execute(_SQLITE_MESSAGE_INSERT, message_row(m))
                 new = cur.rowcount == 1
                 fresh.append(new)
                 if new:
                     rows += reading_rows(m)
             if rows:
-                cur.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?,?)", rows)
+                cur.executemany(_SQLITE_READING_INSERT, rows)
             versions = device_version_rows(messages, fresh)
             if versions:
                 cur.executemany(INSERT_DEVICE_VERSION.format("?"), versions)
@@ -238,8 +312,23 @@ class SQLiteStore:
             raise
         return fresh
 
-    def high_counter(self, device: str) -> int | None:
-        return self.db.execute("SELECT MAX(counter) FROM messages WHERE device = ?", (device,)).fetchone()[0]
+    def quarantine(self, entries: Sequence[QuarantineEntry]) -> None:
+        cur = self.db.cursor()
+        cur.execute("BEGIN")
+        try:
+            cur.executemany(insert_sql("quarantine", QUARANTINE_COLUMNS, "?"), [e.row() for e in entries])
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def quarantined(self) -> list[dict]:
+        columns = ", ".join(QUARANTINE_COLUMNS)
+        return quarantined_rows(self.db.execute(f"SELECT id, {columns} FROM quarantine ORDER BY id"))
+
+    def high_counter(self, device: str, kid: bytes) -> int | None:
+        return self.db.execute("SELECT MAX(counter) FROM messages WHERE device = ? AND kid = ?",
+                               (device, kid)).fetchone()[0]
 
     def readings(self, device: str | None = None, since: float | None = None,
                  until: float | None = None) -> Iterator[Reading]:
@@ -261,6 +350,10 @@ class SQLiteStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+_SQLITE_MESSAGE_INSERT = insert_sql("messages", MESSAGE_COLUMNS, "?", " ON CONFLICT DO NOTHING")
+_SQLITE_READING_INSERT = insert_sql("readings", READING_INSERT_COLUMNS, "?")
 
 
 def open_store(url: str | Path, *, synchronous: str = "FULL", migrate: bool = True) -> Store:

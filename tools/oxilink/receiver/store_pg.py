@@ -2,7 +2,7 @@
 receivers (a shared-subscription group) write one database.
 
 Needs psycopg 3 (`psycopg[binary]`, pinned in tools/requirements.lock): see docs/receiver.md. Uniqueness of
-(device, counter) is enforced by the primary key, so receivers need no coordination between them; schema
+(device, kid, counter) is enforced by the primary key, so receivers need no coordination between them; schema
 migrations take a transaction-level advisory lock so two receivers starting together migrate once.
 
 The connection runs in autocommit: a query outside write() and migrate() holds no transaction open between
@@ -19,11 +19,16 @@ from collections.abc import Iterator, Sequence
 from .model import Accepted
 from .store import (
     INSERT_DEVICE_VERSION,
+    MESSAGE_COLUMNS,
+    QUARANTINE_COLUMNS,
+    READING_INSERT_COLUMNS,
+    QuarantineEntry,
     Reading,
     device_version_rows,
     device_versions_query,
-    insert_message_sql,
+    insert_sql,
     message_row,
+    quarantined_rows,
     reading_rows,
     readings_query,
 )
@@ -53,8 +58,26 @@ PG_MIGRATIONS: list[tuple[int, str, list[str]]] = [
              device TEXT COLLATE "C" NOT NULL, version TEXT NOT NULL, doc TEXT NOT NULL,
              recorded_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (device, version))""",
     ]),
+    # As SQLite's v3: a deploy's fresh key restarts the counter, so (kid, counter) is what is unique.
+    (4, "messages and readings keyed on (device, kid, counter)", [
+        "ALTER TABLE messages DROP CONSTRAINT messages_pkey",
+        "ALTER TABLE messages ADD PRIMARY KEY (device, kid, counter)",
+        "ALTER TABLE readings ADD COLUMN kid BYTEA",
+        "UPDATE readings r SET kid = m.kid FROM messages m WHERE m.device = r.device AND m.counter = r.counter",
+        "ALTER TABLE readings ALTER COLUMN kid SET NOT NULL",
+        "ALTER TABLE readings DROP CONSTRAINT readings_pkey",
+        'ALTER TABLE readings ADD PRIMARY KEY (device, kid, counter, "offset")',
+    ]),
+    (5, "quarantine: messages the database refused, kept with the reason", [
+        """CREATE TABLE quarantine (
+             id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, received_at DOUBLE PRECISION NOT NULL,
+             topic TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL, payload BYTEA NOT NULL,
+             sha256 TEXT NOT NULL)""",
+    ]),
 ]
 _MIGRATION_LOCK = 0x6F786C6B  # "oxlk"
+_MESSAGE_INSERT = insert_sql("messages", MESSAGE_COLUMNS, "%s", " ON CONFLICT DO NOTHING")
+_READING_INSERT = insert_sql("readings", READING_INSERT_COLUMNS, "%s")
 
 
 class PostgresStore:
@@ -64,6 +87,9 @@ class PostgresStore:
         except ImportError as e:
             raise RuntimeError("PostgreSQL needs psycopg: pip install 'psycopg[binary]==3.3.9' "
                                "(see docs/receiver.md)") from e
+        # A value PostgreSQL refuses (NUL in text, out of range, a constraint) is the message's problem;
+        # OperationalError (connection, disk) is the database's and stops the receiver.
+        self.data_errors = (psycopg.DataError, psycopg.IntegrityError, OverflowError, ValueError, TypeError)
         self.url = url
         self.db = psycopg.connect(url, autocommit=True)
         self._idle = psycopg.pq.TransactionStatus.IDLE
@@ -105,22 +131,32 @@ class PostgresStore:
         # Inserted in key order: two receivers handed overlapping batches (a re-delivery to another member of
         # the group) then wait on each other's rows in the same order instead of deadlocking. The sort is
         # stable, so of two copies in one batch the first is the one stored, as in SQLite.
-        order = sorted(range(len(messages)), key=lambda i: (messages[i].device, messages[i].counter))
+        order = sorted(range(len(messages)),
+                       key=lambda i: (messages[i].device, messages[i].kid, messages[i].counter))
         with self.db.transaction(), self.db.cursor() as cur:
             for i in order:
-                cur.execute(insert_message_sql("%s"), message_row(messages[i]))
+                cur.execute(_MESSAGE_INSERT, message_row(messages[i]))
                 fresh[i] = cur.rowcount == 1
                 if fresh[i]:
                     rows += reading_rows(messages[i])
             if rows:
-                cur.executemany("INSERT INTO readings VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", rows)
+                cur.executemany(_READING_INSERT, rows)
             versions = device_version_rows(messages, fresh)  # in key order too
             if versions:
                 cur.executemany(INSERT_DEVICE_VERSION.format("%s"), versions)
         return fresh
 
-    def high_counter(self, device: str) -> int | None:
-        return self.db.execute("SELECT MAX(counter) FROM messages WHERE device = %s", (device,)).fetchone()[0]
+    def quarantine(self, entries: Sequence[QuarantineEntry]) -> None:
+        with self.db.transaction(), self.db.cursor() as cur:
+            cur.executemany(insert_sql("quarantine", QUARANTINE_COLUMNS, "%s"), [e.row() for e in entries])
+
+    def quarantined(self) -> list[dict]:
+        columns = ", ".join(QUARANTINE_COLUMNS)
+        return quarantined_rows(self.db.execute(f"SELECT id, {columns} FROM quarantine ORDER BY id"))
+
+    def high_counter(self, device: str, kid: bytes) -> int | None:
+        return self.db.execute("SELECT MAX(counter) FROM messages WHERE device = %s AND kid = %s",
+                               (device, kid)).fetchone()[0]
 
     def readings(self, device: str | None = None, since: float | None = None,
                  until: float | None = None) -> Iterator[Reading]:

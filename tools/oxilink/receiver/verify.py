@@ -8,11 +8,13 @@ unknown kid, key revoked, key expired, key not yet valid, device revoked, authen
 wrong topic, counter out of range, replay, bad batch structure, bad status structure, device mismatch,
 value out of range, internal error.
 
-Replay window: per device, the highest counter accepted so far (hi) is remembered (and re-read from the
+Replay window: per key (kid), the highest counter accepted so far (hi) is remembered (and re-read from the
 store after a restart). A counter at or below hi - window is a replay: rejected. Anything above that is
-let through to the store, whose (device, counter) primary key tells a duplicate (seen before: stored once,
-counted) from a late but new message. The window is wide by default because a device drains a flash queue
-of old batches after an outage; exact duplicate detection does not depend on it.
+let through to the store, whose (device, kid, counter) primary key tells a duplicate (seen before: stored
+once, counted) from a late but new message. Counters are per key: every deploy brings a fresh key whose
+counter starts at 0 (docs/format.md), so a board restarted under its new key is never taken for a replay of
+the old one. The window is wide by default because a device drains a flash queue of old batches after an
+outage; exact duplicate detection does not depend on it.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ DEFAULT_WINDOW = 1 << 16
 LIMITS = {"hr_bpm": (20.0, 300.0), "spo2_pct": (50.0, 100.0), "pi_pct": (0.0, 100.0)}
 EARLIEST_T = 946684800.0  # 2000-01-01: a device clock before this was never set
 FUTURE_SLACK_S = 24 * 3600.0
-MAX_READINGS = 3600
-MAX_QUALITY = 0xFFFF
+MAX_READINGS = sealed.MAX_READINGS
+MAX_QUALITY = sealed.QUALITY_RANGE[1]
 
 
 def parse_topic(topic: str) -> tuple[str, str] | None:
@@ -69,7 +71,7 @@ def sanity_problem(batch: dict, now: float) -> str | None:
 
 
 class Verifier:
-    def __init__(self, registry: DeviceRegistry, high_counter: Callable[[str], int | None],
+    def __init__(self, registry: DeviceRegistry, high_counter: Callable[[str, bytes], int | None],
                  window: int = DEFAULT_WINDOW, clock: Callable[[], float] = time.time):
         if window < 1:
             raise ValueError(f"replay window must be >= 1, got {window}")
@@ -77,12 +79,13 @@ class Verifier:
         self.window = window
         self.clock = clock
         self._load_high = high_counter
-        self._high: dict[str, int | None] = {}
+        self._high: dict[tuple[str, bytes], int | None] = {}
 
-    def high(self, device: str) -> int | None:
-        if device not in self._high:
-            self._high[device] = self._load_high(device)
-        return self._high[device]
+    def high(self, device: str, kid: bytes) -> int | None:
+        """The highest counter accepted under this key (None: none yet)."""
+        if (device, kid) not in self._high:
+            self._high[device, kid] = self._load_high(device, kid)
+        return self._high[device, kid]
 
     def check(self, topic: str, payload: bytes, received_at: float | None = None) -> Accepted | Rejected:
         now = self.clock() if received_at is None else received_at
@@ -105,6 +108,10 @@ class Verifier:
 
         def keys(kid: bytes) -> list[tuple[bytes, bytes]]:
             asked.append(kid)
+            if not self.registry.entries(kid):
+                # A key registered a moment ago (a deploy, then the board's first message): look again now
+                # rather than at the next periodic check. Unknown kids cost one stat() each.
+                self.registry.refresh(min_interval_s=0)
             return [(e.key, e.base_iv) for e in self.registry.valid_keys(kid, now)]
 
         try:
@@ -122,11 +129,11 @@ class Verifier:
             return reject("wrong topic", kid=kid.hex(), key_device=device)
         if counter > MAX_COUNTER:
             return reject("counter out of range", kid=kid.hex(), counter=counter)
-        hi = self.high(device)
+        hi = self.high(device, kid)
         if hi is not None and counter <= hi - self.window:
             return reject("replay", device=device, kid=kid.hex(), counter=counter, high=hi, window=self.window)
 
-        accepted = Accepted(topic, kind, device, kid, counter, now)
+        accepted = Accepted(topic, kind, device, kid, counter, now, size=len(payload))
         try:
             if kind == "vitals":
                 accepted.batch = sealed.decode_batch(opened.payload)
@@ -139,8 +146,10 @@ class Verifier:
             else:
                 accepted.status = sealed.decode_status(opened.payload)
         except sealed.SealError as e:
-            return reject(str(e), device=device, kid=kid.hex(), counter=counter)
-        self._high[device] = counter if hi is None else max(hi, counter)
+            problem = getattr(e, "detail", None)
+            return reject(str(e), device=device, kid=kid.hex(), counter=counter, **({"problem": problem} if problem
+                                                                                     else {}))
+        self._high[device, kid] = counter if hi is None else max(hi, counter)
         return accepted
 
     def _explain(self, reason: str, kid: bytes, topic: str, topic_device: str, payload: bytes, now: float) -> str:
