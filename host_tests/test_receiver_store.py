@@ -225,7 +225,7 @@ def test_existing_databases_migrate_to_kid_keys(backend):
         backend.sql(f"INSERT INTO schema_migrations VALUES ({version}, '{description}', 0)")
     blob = "X'6b31'" if backend.name == "sqlite" else "'\\x6b31'::bytea"  # kid b"k1"
     backend.sql(f"INSERT INTO messages VALUES ('dev-a', 7, 'vitals', {blob}, 'oxilink/dev-a/vitals', 1.0, "
-                "1795000000, 1000, 'fw', 1, 2, NULL)")
+                "1795000000, 1000, 'fw', 1, 2, NULL, NULL)")  # the last: device_version (schema v2, v3 on PG)
     backend.sql("INSERT INTO readings VALUES ('dev-a', 7, 0, 1795000000, 72.5, 97.0, 1.5, 0), "
                 "('dev-a', 7, 1, 1795000001, NULL, NULL, NULL, 4)")
     store = open_store(backend.url)
