@@ -14,6 +14,7 @@ import queue
 import pytest
 from devicerun import DeviceProcess
 from faultproxy import FaultProxy
+from mqttwire import field, mqtt_packets
 
 from mqtt_peer import Peer
 from oxilink.broker import RECEIVER_CN
@@ -34,28 +35,6 @@ say("report", d.report())
 d.wait_for("done")
 say("bye", {})
 """
-
-
-def mqtt_packets(stream: bytes):
-    """(packet type, flags, body) for each complete MQTT control packet in a client's byte stream."""
-    i = 0
-    while i < len(stream):
-        first, length, shift, j = stream[i], 0, 0, i + 1
-        while j < len(stream):
-            length |= (stream[j] & 0x7F) << shift
-            shift += 7
-            j += 1
-            if not stream[j - 1] & 0x80:
-                break
-        if j + length > len(stream):
-            return  # cut mid-packet by a dropped connection
-        yield first >> 4, first & 0x0F, bytes(stream[j:j + length])
-        i = j + length
-
-
-def field(body: bytes, at: int) -> tuple[bytes, int]:
-    n = int.from_bytes(body[at:at + 2], "big")
-    return body[at + 2:at + 2 + n], at + 2 + n
 
 
 def parse_connect(body: bytes) -> dict:
