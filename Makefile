@@ -35,8 +35,9 @@ venv: $(VENV)/.installed ## create .venv with the pinned host dependencies and t
 deps: venv ## fetch pinned MicroPython libraries (umqtt.simple) into build/lib, sha256-checked
 	$(PY) -m oxilink.fetch
 
-system-deps: ## install system packages the tests use (mosquitto, gcc-multilib, postgresql: its service is not started), if missing
+system-deps: ## install system packages the tests use (mosquitto, gcc-multilib, strace, postgresql: its service is not started), if missing
 	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null )
+	@command -v strace >/dev/null || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null )
 	@dpkg -s gcc-multilib >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-multilib >/dev/null )
 	@# Debian keeps initdb in /usr/lib/postgresql/<ver>/bin, off PATH. The tests run their own server; a
 	@# policy-rc.d that says no (only while installing, only if there is none) keeps the system one stopped.
