@@ -9,8 +9,6 @@ counter in the COSE header."""
 
 from __future__ import annotations
 
-import queue
-
 import pytest
 from devicerun import DeviceProcess
 from faultproxy import FaultProxy
@@ -73,12 +71,15 @@ def test_every_byte_the_device_sends_is_sealed(tmp_path, plain_broker, pki, secr
         report = dev.expect("report")
         dev.signal("done")
         dev.finish(tag="bye")
-    received = []
-    while True:
-        try:
-            received.append(peer.get(timeout=1.0))
-        except queue.Empty:
-            break
+    wills = 0
+
+    def second_will(topic, payload):  # the broker publishes it once the process has gone
+        nonlocal wills
+        if topic.endswith("/status"):
+            wills += decode_status(open_encrypt0(payload, topic, mine).payload)["reset_cause"] == "offline"
+        return wills == 2
+
+    received = peer.collect_until(second_will)
     peer.close()
 
     prefix = f"oxilink/{ident.device_id}/"

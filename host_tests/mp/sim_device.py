@@ -130,4 +130,5 @@ class SimDevice:
                 "watchdog_expired": self.watchdog.expired(), "watchdog_feeds": self.watchdog.feeds,
                 "watchdog_longest_gap_ms": self.watchdog.longest_gap_ms,
                 "errors_logged": self.log.errors, "warnings_logged": self.log.warnings,
+                "host_withheld_ms": self.clock.withheld_us // 1000,
                 "status_hex": hexlify(d.status()).decode()}
