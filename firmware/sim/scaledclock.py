@@ -11,7 +11,7 @@ import time
 from sim.simticks import SimTicks
 
 _SCHEDSTAT = "/proc/self/schedstat"  # "<cpu ns> <run-queue wait ns> <timeslices>"
-_LOOK_US = 2000  # read the run-queue wait only after this much real time between two clock readings
+_LOOK_US = 5000  # read the run-queue wait at most this often (real time): a /proc read costs ~20 us
 
 
 def _run_queue_wait_ns():
@@ -28,6 +28,8 @@ class ScaledClock(SimTicks):
         self.speed = speed
         self._t0 = time.ticks_us()
         self._waited_ns = _run_queue_wait_ns()
+        self._looked = self._t0
+        self._owed_us = 0  # run-queue wait seen but not yet taken out of the device's time
         self.withheld_us = 0
 
     def _update(self):
@@ -35,13 +37,17 @@ class ScaledClock(SimTicks):
         now = time.ticks_us()
         d = time.ticks_diff(now, self._t0)
         self._t0 = now
-        if d > _LOOK_US and self._waited_ns is not None:
+        if self._waited_ns is not None and time.ticks_diff(now, self._looked) >= _LOOK_US:
+            self._looked = now
             waited = _run_queue_wait_ns()
             if waited is not None:
-                w = min(d, (waited - self._waited_ns) // 1000)
+                self._owed_us += (waited - self._waited_ns) // 1000
                 self._waited_ns = waited
-                self.withheld_us += w
-                d -= w
+        if self._owed_us:  # waits shorter than a look apart were folded in already: take them out of what follows
+            w = min(d, self._owed_us)
+            self._owed_us -= w
+            self.withheld_us += w
+            d -= w
         if d > 0:
             self.advance_us(d * self.speed)
 
