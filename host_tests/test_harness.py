@@ -172,3 +172,24 @@ def test_build_check_fails_on_a_binary_whose_heap_lock_does_nothing(tmp_path, he
     else:
         assert "heap_lock raises" in problem and "'0'" in problem and str(fake) in problem
     assert "expected" in build_problem("esp32like", str(fake))  # and a 64-bit binary is not esp32like
+
+
+def test_cli_and_benchmarks_run_on_the_esp32like_build_unless_told(tmp_path, repo):
+    """README: the CLI and the benchmarks run firmware on the esp32like build (31-bit small ints) by default,
+    so their figures are the device's; OXILINK_MP_BUILD=stock picks the 64-bit wheel."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "word.py"
+    script.write_text("import sys\nprint(sys.maxsize)\n")
+    run = "import sys\nfrom oxilink import mprun\nprint(mprun.run(sys.argv[1]).stdout.strip())\n"
+    env = {k: v for k, v in os.environ.items() if k != "OXILINK_MP_BUILD"}
+    answers = {}
+    for build in (None, "stock"):
+        if build:
+            env["OXILINK_MP_BUILD"] = build
+        out = subprocess.run([sys.executable, "-c", run, str(script)], env=env, cwd=repo / "tools",
+                             capture_output=True, text=True, timeout=60, check=True)
+        answers[build] = out.stdout.strip()
+    assert answers == {None: str(2**31 - 1), "stock": str(2**63 - 1)}
