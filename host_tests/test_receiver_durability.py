@@ -199,6 +199,36 @@ def test_sigkill_mid_stream_at_several_points_loses_nothing_and_stores_nothing_t
     assert verify(rx.audit_path)[1] == []  # the audit chain survives the kills too
 
 
+def test_first_connection_failure_is_loud(tmp_path, broker, pki, rx):
+    """docs/receiver.md: the first connection to the broker fails loudly (exit with the error)."""
+    from oxilink.broker import free_port
+
+    rx.args[rx.args.index("--broker") + 1] = f"localhost:{free_port()}"
+    rx.proc = subprocess.Popen(rx.args, stdout=subprocess.DEVNULL, stderr=open(rx.log_path, "ab"))
+    assert wait_exit(rx, 60) != 0
+    assert "Connection refused" in rx.log(), rx.log()
+
+
+def test_broker_restart_mid_stream_is_handled_without_loss(tmp_path, broker, pki, rx):
+    """Later outages are handled: the broker restarts while the receiver works through a backlog; the receiver
+    reconnects into its session, and what it had not acked on the old connection comes back, once."""
+    fleet = Fleet(rx, broker, pki, ["dev-br-a", "dev-br-b"])
+    rx.args += ["--max-batch", "1"]  # one commit (and fsync) per message: the backlog lasts a while
+    rx.start()
+    fleet.publish(300)
+    wait_stored(rx.db_path, 50, rx)
+    broker.stop()  # Mosquitto saves the receiver's session and its queued messages (persistence true)
+    at_restart = len(stored(rx.db_path))
+    broker.start()
+    rows = wait_stored(rx.db_path, 600, rx)
+    stats = rx.wait_for(lambda s: s["subscribed"] and s["stored"] >= 600, "the resubscription")
+    assert rx.stop() == 0
+    fleet.close()
+    print(f"stored before the broker restart: {at_restart} of 600")
+    assert rows == fleet.expected()
+    assert at_restart < 600 and stats["stored"] == 600  # the same process: it was not restarted
+
+
 # --- database and disk errors ----------------------------------------------------------------------------
 
 def test_full_disk_stops_ingest_without_acking_and_resumes_without_loss(tmp_path, broker, pki, rx, tmpfs):
