@@ -19,7 +19,7 @@ PORT ?= /dev/ttyUSB0
 FIRMWARE_PY := $(shell find firmware -name '*.py' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps system-deps mp-esp32 mpy-check test lint board-check clean bench-seal bench-queue bench-ingest bench-dsp deploy repl logs erase sim
+.PHONY: help venv deps system-deps mp-esp32 mpy-check test test-load lint board-check clean bench-seal bench-queue bench-ingest bench-dsp deploy repl logs erase sim
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -64,6 +64,13 @@ sim: venv deps system-deps mp-esp32 ## the whole system here, no hardware: broke
 
 test: venv deps system-deps mp-esp32 mpy-check lint ## run the whole test suite (ruff, mpy-cross, firmware on both MicroPython builds, CPython)
 	$(PY) -m pytest host_tests $(PYTEST_ARGS)
+
+test-load: venv deps system-deps mp-esp32 mpy-check lint ## the suite RUNS times (default 3) with every core kept busy by stress-ng; stops at the first failure
+	@command -v stress-ng >/dev/null || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stress-ng >/dev/null )
+	@set -e; stress-ng --cpu $$(nproc) --timeout 0 --quiet & hog=$$!; trap 'kill $$hog' EXIT; \
+	for i in $$(seq $(or $(RUNS),3)); do start=$$(date +%s); \
+	  $(PY) -m pytest host_tests -q -p no:cacheprovider $(PYTEST_ARGS); \
+	  echo "run $$i: passed in $$(( $$(date +%s) - start )) s with $$(nproc) stress-ng CPU workers"; done
 
 lint: venv ## ruff on the host tools and tests
 	$(VENV)/bin/ruff check tools host_tests
