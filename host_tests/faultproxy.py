@@ -92,7 +92,7 @@ class FaultProxy:
                         upstream.sendall(data)
                     elif self.mode != "oneway":
                         client.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: drop_all() closed the sockets under our select()
             pass
         finally:
             self._close_pair(client, upstream)
