@@ -20,7 +20,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -174,28 +173,41 @@ def fill(folder: Path) -> Path:
 
 # --- crashes -----------------------------------------------------------------------------------------------
 
+def count_stored(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
+        return conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+
+
 def test_sigkill_mid_stream_at_several_points_loses_nothing_and_stores_nothing_twice(tmp_path, broker, pki, rx):
+    """Three times: a backlog of 500 batches (four devices) builds up while the receiver is paused, it resumes,
+    and as soon as its first commit of them lands it is killed: most of the backlog is then in flight, received
+    or still at the broker. A last 500 go through undisturbed. Commits of at most 20 keep each kill mid-backlog."""
     fleet = Fleet(rx, broker, pki, [f"dev-k{i}" for i in range(4)])
+    rx.args += ["--max-batch", "20"]
     rx.start()
-    # Load: four devices publish 2,000 batches as fast as the broker takes them, while the receiver is
-    # killed three times at different depths of the stream and restarted.
-    publisher = threading.Thread(target=fleet.publish, args=(500,))
-    publisher.start()
-    at_kill = []
-    for target in (100, 700, 1300):
-        wait_stored(rx.db_path, target, rx)
+    kills = []
+    for _ in range(3):
+        rx.proc.send_signal(signal.SIGSTOP)
+        fleet.publish(125)  # the broker has them all, queued for the paused receiver's session
+        before = count_stored(rx.db_path)
+        rx.proc.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 60
+        while count_stored(rx.db_path) == before:
+            assert time.monotonic() < deadline and rx.proc.poll() is None, rx.log()
+            time.sleep(0.002)
         rx.proc.send_signal(signal.SIGKILL)  # no drain, no disconnect: whatever was in flight is cut
         assert wait_exit(rx) == -signal.SIGKILL
-        at_kill.append(len(stored(rx.db_path)))
+        kills.append((before, count_stored(rx.db_path), len(fleet.sent)))
         rx.start()  # same client id: the broker resumes the session and re-sends everything not acked
-    publisher.join(120)
+    fleet.publish(125)
     rows = wait_stored(rx.db_path, 2000, rx)
     assert rx.stop() == 0
     fleet.close()
-    print(f"stored when killed: {at_kill}")
+    print(f"(stored before the backlog, stored when killed, published): {kills}")
     assert rows == fleet.expected()  # every batch, once
     assert reading_count(rx.db_path) == 2000 * 30
-    assert at_kill[0] < at_kill[1] < at_kill[2] < 2000  # the kills landed mid-stream, at three depths
+    for before, at_kill, published in kills:
+        assert before < at_kill < published  # each kill landed inside its backlog
     assert verify(rx.audit_path)[1] == []  # the audit chain survives the kills too
 
 
