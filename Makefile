@@ -19,7 +19,7 @@ PORT ?= /dev/ttyUSB0
 FIRMWARE_PY := $(shell find firmware -name '*.py' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps system-deps mp-esp32 broker-plugin mpy-check test lint board-check clean bench-seal bench-queue bench-ingest bench-dsp deploy repl logs erase sim broker double-shim double
+.PHONY: help venv deps system-deps mp-esp32 broker-plugin mpy-check test test-load lint board-check clean bench-seal bench-queue bench-ingest bench-dsp deploy repl logs erase sim broker double-shim double
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,9 +35,10 @@ venv: $(VENV)/.installed ## create .venv with the pinned host dependencies and t
 deps: venv ## fetch pinned MicroPython libraries (umqtt.simple) into build/lib, sha256-checked
 	$(PY) -m oxilink.fetch
 
-system-deps: ## install system packages the tests use (mosquitto + plugin headers, gcc-multilib, postgresql: its service is not started), if missing
+system-deps: ## install system packages the tests use (mosquitto + plugin headers, gcc-multilib, strace, postgresql: its service is not started), if missing
 	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null )
 	@test -f /usr/include/mosquitto_plugin.h -a -f /usr/include/mosquitto.h -a -f /usr/include/openssl/x509.h || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-dev libmosquitto-dev libssl-dev >/dev/null )
+	@command -v strace >/dev/null || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null )
 	@dpkg -s gcc-multilib >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-multilib >/dev/null )
 	@# Debian keeps initdb in /usr/lib/postgresql/<ver>/bin, off PATH. The tests run their own server; a
 	@# policy-rc.d that says no (only while installing, only if there is none) keeps the system one stopped.
@@ -73,6 +74,13 @@ sim: venv deps system-deps mp-esp32 broker-plugin ## the whole system here, no h
 
 test: venv deps system-deps mp-esp32 broker-plugin double-shim mpy-check lint ## run the whole test suite (ruff, mpy-cross, firmware on both MicroPython builds, CPython)
 	$(PY) -m pytest host_tests $(PYTEST_ARGS)
+
+test-load: venv deps system-deps mp-esp32 mpy-check lint ## the suite RUNS times (default 3) with every core kept busy by stress-ng; stops at the first failure
+	@command -v stress-ng >/dev/null || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stress-ng >/dev/null )
+	@set -e; stress-ng --cpu $$(nproc) --timeout 0 --quiet & hog=$$!; trap 'kill $$hog' EXIT; \
+	for i in $$(seq $(or $(RUNS),3)); do start=$$(date +%s); \
+	  $(PY) -m pytest host_tests -q -p no:cacheprovider $(PYTEST_ARGS); \
+	  echo "run $$i: passed in $$(( $$(date +%s) - start )) s with $$(nproc) stress-ng CPU workers"; done
 
 lint: venv ## ruff on the host tools and tests
 	$(VENV)/bin/ruff check tools host_tests

@@ -56,18 +56,21 @@ _BUILD_EXPECT = {
 _checked_builds: dict[str, str] = {}
 
 
+def build_problem(build: str, binary: str) -> str:
+    """Why `binary` cannot stand for `build` ("" if it can): word size, tick period, heap_lock, floats."""
+    import subprocess
+
+    out = subprocess.run([binary, "-c", _BUILD_CHECK], capture_output=True, text=True, timeout=60)
+    got = out.stdout.split()
+    want = _BUILD_EXPECT[build]
+    bad = len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want, strict=True))
+    return (f"{build} MicroPython at {binary} is not what the tests need: (sys.maxsize, ticks_add(0, -1), "
+            f"heap_lock raises, 1.1+2.2) = {got or out.stderr.strip()}, expected {want}" if bad else "")
+
+
 def _check_build(build: str) -> None:
     if build not in _checked_builds:
-        import subprocess
-
-        binary = mprun.micropython_binary(build)
-        out = subprocess.run([binary, "-c", _BUILD_CHECK], capture_output=True, text=True, timeout=60)
-        got = out.stdout.split()
-        want = _BUILD_EXPECT[build]
-        bad = len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want, strict=True))
-        _checked_builds[build] = (
-            f"{build} MicroPython at {binary} is not what the tests need: (sys.maxsize, ticks_add(0, -1), "
-            f"heap_lock raises, 1.1+2.2) = {got or out.stderr.strip()}, expected {want}" if bad else "")
+        _checked_builds[build] = build_problem(build, mprun.micropython_binary(build))
     if _checked_builds[build]:
         pytest.fail(_checked_builds[build], pytrace=False)
 

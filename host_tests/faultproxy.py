@@ -4,6 +4,7 @@ Modes (switch at any time with `proxy.mode = ...`):
   pass     forward both ways
   slow     forward, but hold each chunk `delay` seconds
   stall    accept and keep connections open, forward nothing (a half-open / hung broker)
+  oneway   forward what the device sends, swallow everything the broker answers (every PUBACK is lost)
   refuse   close every new connection at once (existing ones are dropped too)
 `drop_all()` cuts every live connection (a broker restart or Wi-Fi loss as the device sees it);
 `close_after_bytes = N` closes a connection once the client has sent N bytes (e.g. mid TLS handshake).
@@ -89,9 +90,9 @@ class FaultProxy:
                         self.captured += data
                         stream += data
                         upstream.sendall(data)
-                    else:
+                    elif self.mode != "oneway":
                         client.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: drop_all() closed the sockets under our select()
             pass
         finally:
             self._close_pair(client, upstream)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import ssl
 import threading
+import time
 
 import paho.mqtt.client as mqtt
 
@@ -42,6 +43,24 @@ class Peer:
             try:
                 out.append(self.messages.get(timeout=quiet))
             except queue.Empty:
+                return out
+
+    def collect_until(self, match, timeout: float = 30.0) -> list[tuple[str, bytes, bool]]:
+        """Every message received up to and including the first for which match(topic, payload) is true (a
+        payload: that payload). Absence is then proven by order, not by a quiet window: whatever was sent
+        before the marker and did not come before it never arrived."""
+        if isinstance(match, bytes):
+            marker = match
+            match = lambda topic, payload: payload == marker  # noqa: E731
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = self.messages.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"no matching message within {timeout} s; got {out}") from None
+            out.append(msg)
+            if match(msg[0], msg[1]):
                 return out
 
     def close(self) -> None:

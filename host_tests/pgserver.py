@@ -110,6 +110,17 @@ class PostgresServer:
             db.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ").format(sql.Identifier(name)) + clauses)
         return self.url(name)
 
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: clients are disconnected) and keep its data: an outage."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(30)
+
+    def resume(self) -> None:
+        """Start the halted server again, on the same port and data."""
+        if not self._launch():
+            raise RuntimeError(f"postgres did not restart; log:\n{self.log.read_text(errors='replace')}")
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)  # fast shutdown: disconnects clients, no checkpoint wait

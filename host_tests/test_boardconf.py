@@ -133,3 +133,19 @@ def test_docs_describe_every_schema_field(mp):
     doc = (ROOT / "docs" / "boards.md").read_text()
     missing = [f for f in fields if f"`{f}`" not in doc and f"`{f.split('.')[0]}.{f.split('.')[-1]}`" not in doc]
     assert not missing, f"docs/boards.md does not describe: {missing}"
+
+
+def test_readme_wiring_table_matches_the_board_files(repo):
+    """The wiring table in README.md is what the board files configure: SDA, SCL and INT per board."""
+    import re
+
+    text = (repo / "README.md").read_text()
+    table = text[text.index("| MAX30102 module |"):].split("\n\n")[0].splitlines()
+    boards = [b.strip() for b in table[0].strip("|").split("|")[1:]]
+    rows = {cells[0]: cells[1:] for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in table[2:])}
+    for i, name in enumerate(boards):
+        cfg = json.loads((repo / "boards" / f"{name}.json").read_text())
+        pins = {"SDA": cfg["i2c"]["sda"], "SCL": cfg["i2c"]["scl"], "INT": cfg["sensor"]["int_pin"]}
+        for signal, pin in pins.items():
+            assert re.fullmatch(rf"GPIO{pin}", rows[signal][i]), (name, signal, rows[signal][i], pin)

@@ -9,11 +9,10 @@ counter in the COSE header."""
 
 from __future__ import annotations
 
-import queue
-
 import pytest
 from devicerun import DeviceProcess
 from faultproxy import FaultProxy
+from mqttwire import field, mqtt_packets
 
 from mqtt_peer import Peer
 from oxilink.broker import RECEIVER_CN
@@ -34,28 +33,6 @@ say("report", d.report())
 d.wait_for("done")
 say("bye", {})
 """
-
-
-def mqtt_packets(stream: bytes):
-    """(packet type, flags, body) for each complete MQTT control packet in a client's byte stream."""
-    i = 0
-    while i < len(stream):
-        first, length, shift, j = stream[i], 0, 0, i + 1
-        while j < len(stream):
-            length |= (stream[j] & 0x7F) << shift
-            shift += 7
-            j += 1
-            if not stream[j - 1] & 0x80:
-                break
-        if j + length > len(stream):
-            return  # cut mid-packet by a dropped connection
-        yield first >> 4, first & 0x0F, bytes(stream[j:j + length])
-        i = j + length
-
-
-def field(body: bytes, at: int) -> tuple[bytes, int]:
-    n = int.from_bytes(body[at:at + 2], "big")
-    return body[at + 2:at + 2 + n], at + 2 + n
 
 
 def parse_connect(body: bytes) -> dict:
@@ -94,12 +71,15 @@ def test_every_byte_the_device_sends_is_sealed(tmp_path, plain_broker, pki, secr
         report = dev.expect("report")
         dev.signal("done")
         dev.finish(tag="bye")
-    received = []
-    while True:
-        try:
-            received.append(peer.get(timeout=1.0))
-        except queue.Empty:
-            break
+    wills = 0
+
+    def second_will(topic, payload):  # the broker publishes it once the process has gone
+        nonlocal wills
+        if topic.endswith("/status"):
+            wills += decode_status(open_encrypt0(payload, topic, mine).payload)["reset_cause"] == "offline"
+        return wills == 2
+
+    received = peer.collect_until(second_will)
     peer.close()
 
     prefix = f"oxilink/{ident.device_id}/"

@@ -4,7 +4,11 @@ flash queue, MqttLink over mutual TLS) against real Mosquitto, through a fault-i
 10 simulated minutes at 3x speed (the FIFO's 320 ms of slack shrinks to 107 ms of real time, a harsher test
 than a real board) with a slow broker, a 3-minute outage (refused + dropped) and a stall longer than the
 PUBACK wait: every vitals batch arrives, in order, opened and complete, duplicates only from
-retransmissions, and the chip's overflow count stays 0 throughout."""
+retransmissions, and the chip's overflow count stays 0 throughout.
+
+On a loaded host the device process waits for a CPU now and then; a board never does. The simulated clock
+leaves that wait out (firmware/sim/scaledclock.py, reported as host_withheld_ms), so the test measures the
+firmware, not the machine's other work."""
 
 from __future__ import annotations
 
@@ -42,29 +46,50 @@ def test_ten_minutes_with_outage_and_stall_lose_nothing(broker, pki, secrets_roo
     peer = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
     peer.subscribe("oxilink/dev-e2e/#")
     timeline = []
+    lines: list[str] = []
+    connected = threading.Event()
+
+    def read(stream):
+        for line in stream:
+            lines.append(line)
+            if "connected to broker" in line:
+                connected.set()
 
     def faults():
+        # The device's clock runs SPEED times real time from its start (less what the host withholds from it,
+        # a fraction of a percent): the schedule starts at its first connect, an event seen here, not at the
+        # process start, whose length depends on the machine's load.
+        if not connected.wait(120):
+            return
+        t0 = time.monotonic()
         for at, mode in FAULTS:
-            time.sleep(max(0.0, t0 + at / SPEED - time.time()))
+            time.sleep(max(0.0, t0 + at / SPEED - time.monotonic()))
             proxy.mode = mode
-            if mode in ("refuse", "stall"):
-                proxy.drop_all() if mode == "refuse" else None
-            timeline.append((round(time.time() - t0, 1), mode))
+            if mode == "refuse":
+                proxy.drop_all()
+            timeline.append(mode)
 
-    t0 = time.time()
     device = start_device(ident, proxy.port, SIM_SECONDS, SPEED)
-    threading.Thread(target=faults, daemon=True).start()
+    reader = threading.Thread(target=read, args=(device.stdout,), daemon=True)
+    reader.start()
+    scheduler = threading.Thread(target=faults, daemon=True)
+    scheduler.start()
     try:
-        out, _ = device.communicate(timeout=SIM_SECONDS / SPEED + 180)
+        device.wait(timeout=SIM_SECONDS / SPEED + 180)
+        reader.join(10)
     finally:
+        device.kill()
         proxy.close()
-    messages = peer.drain(3.0)
-    peer.close()
+    out = "".join(lines)
     assert device.returncode == 0, out[-3000:]
-    report = json.loads(out.strip().splitlines()[-1])
+    report = json.loads(lines[-1])
+    last = report["vitals_counters"][-1]  # the device delivers oldest first: the last batch comes last
+    messages = peer.collect_until(
+        lambda topic, payload: topic.endswith("/vitals") and open_encrypt0(payload, topic, keys).counter == last)
+    peer.close()
     print(json.dumps({k: report[k] for k in ("samples", "lost_samples", "gaps", "transport", "readings",
-                                               "watchdog_longest_gap_ms")}))
-    assert [m for _, m in timeline] == ["slow", "pass", "refuse", "pass", "stall", "pass"]
+                                               "watchdog_longest_gap_ms", "host_withheld_ms")}))
+    assert timeline == ["slow", "pass", "refuse", "pass", "stall", "pass"]
 
     # the sensor was never starved: the chip lost nothing while the link was slow, down or stalled
     assert report["lost_samples"] == 0 and report["gaps"] == 0

@@ -91,7 +91,7 @@ def test_status_on_connect_and_last_will(tmp_path, broker, pki, secrets_root, mp
         dev.signal("dropped")
         second = dev.expect("on_connect")
         report = dev.expect("report")
-        live = opened_statuses(peer.drain(), ident)
+        live = opened_statuses([peer.get(timeout=30) for _ in range(3)], ident)
         # the last status is retained: a receiver that subscribes later gets it at once
         late = Peer(broker, pki.issue(RECEIVER_CN), pki.cert_path)
         late.subscribe("oxilink/dev-status/status")
@@ -99,7 +99,12 @@ def test_status_on_connect_and_last_will(tmp_path, broker, pki, secrets_root, mp
         late.close()
         dev.signal("done")
         dev.finish(tag="bye")  # the process ends without DISCONNECT: the broker publishes the will again
-        after_exit = opened_statuses(peer.drain(), ident)
+        after_exit = opened_statuses([peer.get(timeout=30)], ident)
+    # and nothing else: a message sent now is the next one the receiver sees
+    marker = Peer(broker, pki.issue(ident.device_id), pki.cert_path)
+    marker.client.publish("oxilink/dev-status/status", b"marker", qos=1).wait_for_publish(10)
+    marker.close()
+    assert [payload for _, payload, _ in peer.collect_until(b"marker")] == [b"marker"]
     peer.close()
     assert refused["transport"]["tls_failures"] >= 2 and refused["depth"] >= 2
     assert first["tls_failures"] >= 2 and first["reconnects"] == 0 and first["depth"] >= 2

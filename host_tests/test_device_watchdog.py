@@ -8,8 +8,6 @@ than the watchdog timeout."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from devicerun import DeviceProcess
 from faultproxy import FaultProxy
@@ -65,8 +63,22 @@ NETWORK_TROUBLE = """
 from sim_device import SimDevice, say
 d = SimDevice()
 t = d.dev.transport
+c = t.counts
+
+def phase(fault, effect, tag):
+    # the test names the fault, we take the baseline, and only then does it change the network
+    d.wait_for(fault, 60)
+    base = dict(c)
+    say("armed", {"fault": fault})
+    d.run_until(lambda: effect(base), 30)
+    say(tag, d.report())
+
 d.run_until(lambda: t.up and d.dev.batches >= 1 and d.drained(), 30)
 say("connected", d.report())
+phase("slow", lambda b: c["acked"] > b["acked"], "slowed")  # a batch delivered through the slow link
+phase("stall", lambda b: c["link_lost"] > b["link_lost"], "stalled")  # a PUBACK wait timed out
+phase("refuse", lambda b: c["tls_failures"] + c["connect_failures"] > b["tls_failures"] + b["connect_failures"],
+      "refused")
 d.wait_for("healed", 60)
 d.run_until(lambda: t.up and t.counts["reconnects"] >= 1 and d.drained(), 30)
 say("report", d.report())
@@ -80,11 +92,14 @@ def test_slow_and_stalled_network_keeps_feeding(tmp_path, broker, secrets_root, 
                                                             "link_timeout_ms": 1500,
                                                             "watchdog_ms": WATCHDOG_MS}) as dev):
         dev.expect("connected")
-        for mode, seconds in (("slow", 3.0), ("stall", 4.0), ("refuse", 1.5)):
+        phases = {}
+        for mode, effect in (("slow", "slowed"), ("stall", "stalled"), ("refuse", "refused")):
+            dev.signal(mode)
+            assert dev.expect("armed")["fault"] == mode
             proxy.mode = mode
             if mode == "refuse":
                 proxy.drop_all()
-            time.sleep(seconds)
+            phases[mode] = dev.expect(effect)
         proxy.mode = "pass"
         dev.signal("healed")
         report = dev.finish()
@@ -93,5 +108,6 @@ def test_slow_and_stalled_network_keeps_feeding(tmp_path, broker, secrets_root, 
     assert t["tls_failures"] + t["connect_failures"] >= 1  # and to fail reconnects
     assert report["depth"] == 0  # and nothing was lost
     # the loop stayed healthy throughout: the watchdog never went hungry
-    assert report["healthy"] and not report["watchdog_expired"]
+    for name, r in [*phases.items(), ("end", report)]:
+        assert r["healthy"] and not r["watchdog_expired"], (name, r)
     assert report["watchdog_longest_gap_ms"] < WATCHDOG_MS

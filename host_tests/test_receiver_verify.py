@@ -175,14 +175,22 @@ def test_stats_file_is_json(env, tmp_path):
     assert (s["rejected"], s["rejected_by_reason"]) == (1, {"wrong tag": 1})
 
 
+INGEST_BUDGET_S = 1 / 2000  # bench_ingest's target: 2,000 batches/s through one receiver, paho and TLS included
+
+
 def test_a_message_is_checked_in_well_under_the_budget(env):
-    """Not a timed assertion: records how long verification takes, for the record in the test output."""
+    """Verifying and storing a batch (one transaction for all) costs at most half of the receiver's
+    per-batch budget, in CPU time: the measure a loaded machine does not inflate. `make bench-ingest` gives
+    the end-to-end figure."""
     p = env.pipeline()
-    msgs = [(env.dev.topic(), env.dev.sealed_batch(int(NOW) - 3600 + 30 * i)) for i in range(200)]
-    t = time.perf_counter()
-    p.process(msgs)
-    print(f"200 batches verified and stored in {time.perf_counter() - t:.3f} s")
-    assert p.stats.stored == 200
+    msgs = [(env.dev.topic(), env.dev.sealed_batch(int(NOW) - 3600 + 30 * i)) for i in range(400)]
+    p.process(msgs[:200])  # warm up (imports, first statements)
+    cpu, wall = time.process_time(), time.perf_counter()
+    p.process(msgs[200:])
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    print(f"200 batches verified and stored in {cpu * 1000:.1f} ms CPU ({wall * 1000:.1f} ms wall)")
+    assert p.stats.stored == 400
+    assert cpu <= 200 * INGEST_BUDGET_S / 2, f"{cpu / 200 * 1e6:.0f} us CPU per batch"
 
 
 def test_registry_describes_a_device_for_its_fhir_device(env, capsys):

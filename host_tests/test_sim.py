@@ -5,6 +5,7 @@ valid readings for 60 s of signal."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -41,8 +42,8 @@ def test_fleet_with_broker_outage_loses_nothing(tmp_path, mpbuild):
     assert counts["Device"] == 1 + 3  # the receiver and the three boards (one firmware each)
 
 
-def _sim(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ROOT / ".venv" / "bin" / "oxilink", "sim", "--quiet", *args],
+def _sim(*args: str, timeout: int = 300, quiet: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ROOT / ".venv" / "bin" / "oxilink", "sim", *(["--quiet"] if quiet else []), *args],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -51,9 +52,12 @@ def test_every_run_starts_a_fresh_system(tmp_path, mpbuild):
     keys or database, where its batches would be taken for duplicates and silently dropped."""
     root = tmp_path / "sim"
     kids = []
-    for _ in range(2):
-        proc = _sim("--duration", "12", "--speed", "3", "--root", str(root))
+    for run in range(2):
+        proc = _sim("--duration", "12", "--speed", "3", "--root", str(root), quiet=bool(run))
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        if run == 0:  # the live table of decoded readings, as `make sim` shows it
+            assert re.search(r"device +HR +SpO2 +PI +q +stored +valid HR\nsim-01 +\d+\.\d +", proc.stdout), \
+                proc.stdout[-2000:]
         stats = json.loads((root / "receiver-stats.json").read_text())
         assert stats["duplicates"] == 0 and stats["stored"] >= 2, stats
         secrets = json.loads((root / "secrets" / "devices" / "sim-01" / "secrets.json").read_text())

@@ -45,6 +45,16 @@ def keys_of(ident):
     return lambda kid: [(ident.key, ident.base_iv)] if kid == ident.kid else []
 
 
+def collect_delivered(peer, ident, report):
+    """What the receiver got, up to the last batch the device sealed (the last one it delivered: oldest first)."""
+    last = report["sealed"][-1]
+
+    def is_last(topic, payload):
+        return topic.endswith("/vitals") and open_encrypt0(payload, topic, keys_of(ident)).counter == last
+
+    return peer.collect_until(is_last)
+
+
 def assert_everything_arrived(got, ident, report):
     """Every sealed batch arrived (first copies in sealing order), every message opens with the device key."""
     vitals = []
@@ -110,7 +120,7 @@ def test_tls_identity_fault_is_counted_reported_once_and_loses_nothing(tmp_path,
         assert_refused_and_kept(faulty, "tls_failures", dev.output, cause)
         dev.signal("fixed")  # the device gets a good identity
         report = dev.finish()
-    got = peer.drain()
+    got = collect_delivered(peer, identity, report)
     peer.close()
     assert report["depth"] == 0 and report["transport"]["connects"] == 1
     assert report["errors_logged"] == 1 and not report["watchdog_expired"]
@@ -140,7 +150,7 @@ def test_broker_refusing_the_client_is_counted_and_loses_nothing(tmp_path, broke
         broker.reload()  # clientid_prefixes is re-read on SIGHUP
         dev.signal("fixed")
         report = dev.finish()
-    got = peer.drain()
+    got = collect_delivered(peer, identity, report)
     peer.close()
     assert report["depth"] == 0 and report["transport"]["connects"] == 1 and report["errors_logged"] == 1
     assert_everything_arrived(got, identity, report)
@@ -169,7 +179,7 @@ def test_wifi_loss_is_counted_keeps_data_and_recovers(tmp_path, broker, pki, ide
         online = dev.expect("online")
         offline = dev.expect("offline")
         report = dev.finish()
-    got = peer.drain()
+    got = collect_delivered(peer, identity, report)
     peer.close()
     assert online["transport"]["up"] and online["depth"] == 0
     t = offline["transport"]
@@ -202,9 +212,12 @@ def test_tls_board_never_falls_back_to_plain(tmp_path, pki, identity, mpbuild):
               DeviceProcess(tmp_path / "dev", NEVER_PLAIN, {"secrets": str(identity.folder),
                                                             "port": proxy.port}) as dev):
             report = dev.finish()
-        got = peer.drain(quiet=0.5)
+        marker = Peer(plain, pki.issue(identity.device_id), pki.cert_path)  # the genuine identity, over TLS
+        marker.client.publish(f"oxilink/{identity.device_id}/status", b"marker", qos=1).wait_for_publish(10)
+        marker.close()
+        got = peer.collect_until(b"marker")
         peer.close()
-    assert got == []
+    assert [payload for _, payload, _ in got] == [b"marker"]  # nothing from the device came before it
     t = report["transport"]
     assert t["tls_failures"] >= 3 and t["connects"] == 0 and t["refused"] == 0
     assert report["depth"] == report["batches"] >= 2

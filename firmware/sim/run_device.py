@@ -118,7 +118,7 @@ def main(argv):
         "vitals_counters": vitals_counters, "queue": dev.queue.stats(), "transport": dev.transport.stats(),
         "samples": dev.acq.received, "readings": dev.acq.readings, "lost_samples": dev.acq.lost, "gaps": dev.acq.gaps,
         "chip_overflow_events": dev.acq.gaps, "watchdog_longest_gap_ms": dev.watchdog.longest_gap_ms,
-        "sensor_errors": dev.sensor_errors,
+        "sensor_errors": dev.sensor_errors, "host_withheld_ms": clock.withheld_us // 1000,
     }
     text = json.dumps(report)
     if o["--report"]:

@@ -184,4 +184,5 @@ class SimDevice:
                 "watchdog_longest_gap_ms": self.watchdog.longest_gap_ms,
                 "errors_logged": self.log.errors, "warnings_logged": self.log.warnings,
                 "uptime_s": d.uptime.update() if hasattr(d, "uptime") else None,
+                "host_withheld_ms": self.clock.withheld_us // 1000,
                 "status_hex": hexlify(d.status()).decode()}

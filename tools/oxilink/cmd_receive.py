@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -47,10 +49,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=do_receive)
 
 
+def _database_errors(db: str) -> tuple[type[Exception], ...]:
+    """What a failing database raises: SQLite's errors, or psycopg's for a PostgreSQL URL."""
+    if db.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        return (psycopg.Error,)
+    return (sqlite3.Error,)
+
+
+def _why(db: str, e: Exception) -> str:
+    folder = Path(db).parent
+    if isinstance(e, sqlite3.Error) and folder.is_dir() and not os.access(folder, os.W_OK):
+        return f"{e} ({folder} is not writable: a read-only file system?)"
+    return str(e)
+
+
 def do_receive(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port = parse_broker(args.broker)
-    store = setup.open_db(args, synchronous=args.sync)
+    db_errors = _database_errors(str(args.db))
+    try:
+        store = setup.open_db(args, synchronous=args.sync)
+    except db_errors as e:
+        log.error("cannot open the database %s: %s", setup.db_label(args.db), _why(str(args.db), e))
+        return 1
     audit = setup.open_audit(args, "receiver")
     registry = DeviceRegistry(args.registry)
     verifier = Verifier(registry, store.high_counter, window=args.replay_window)
@@ -65,11 +88,20 @@ def do_receive(args: argparse.Namespace) -> int:
     audit.append("receiver_started", broker=args.broker, client_id=broker.client_id, group=args.group,
                  topics=broker.topics(), db=setup.db_label(args.db), registry=str(args.registry))
     log.info("receiving from %s into %s", args.broker, setup.db_label(args.db))
+    code = 0
     try:
         receiver.run(stop)
+    except db_errors as e:  # nothing uncommitted was acked: the broker keeps it for this session
+        log.error("database %s failed: %s; stopped without acknowledging what was not committed",
+                  setup.db_label(args.db), _why(str(args.db), e))
+        code = 1
     finally:
         stats = pipeline.stats.as_dict()
-        audit.append("receiver_stopped", **{k: v for k, v in stats.items() if k not in ("started", "updated")})
+        try:
+            audit.append("receiver_stopped", **{k: v for k, v in stats.items() if k not in ("started", "updated")})
+        except OSError as e:  # e.g. the disk that failed the database holds the audit log too
+            log.error("audit log %s: cannot record receiver_stopped: %s", args.audit, e)
+            code = 1
         store.close()
         log.info("stopped: %s", stats)
-    return 0
+    return code

@@ -281,7 +281,8 @@ class SQLiteStore:
                 self.db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, description, time.time()))
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite has already rolled back after e.g. SQLITE_FULL or an I/O error
+                self.db.execute("ROLLBACK")
             raise
         latest = SQLITE_MIGRATIONS[-1][0]
         version = self.schema_version()
@@ -308,7 +309,8 @@ class SQLiteStore:
                 cur.executemany(INSERT_DEVICE_VERSION.format("?"), versions)
             cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            if self.db.in_transaction:  # not after SQLITE_FULL or an I/O error: SQLite rolled back itself,
+                cur.execute("ROLLBACK")  # and a second ROLLBACK would hide the real error
             raise
         return fresh
 
