@@ -3,6 +3,7 @@ identity from the certificate, per-device ACL, CRL. The device side is the real 
 
 from __future__ import annotations
 
+import pytest
 from conftest import write_der
 
 from oxilink.pki import CertificateAuthority
