@@ -77,12 +77,13 @@ class Device:
         self.vitals = Vitals(self.fs, cfg["vitals"])
         self.acq = Acquisition(self.sensor, clock, pin=pin, consumer=self.vitals)
         report = cfg["report"]
-        self.batch = BatchBuilder(report["batch_seconds"], keys.device_id, FW_VERSION)
+        cfg_id = cfg.get("config_id", 0)  # boardconf.load(): which board file the readings were taken under
+        self.batch = BatchBuilder(report["batch_seconds"], keys.device_id, FW_VERSION, cfg_id)
         self._batch_at = 0  # uptime stamp when the current batch began: its start time once the clock is known
         # Full batches waiting for the clock, and the builder that seals them once it is known.
         self._wait = BatchWait(max(1, min(_UNSTAMPED_MAX, _UNSTAMPED_S // report["batch_seconds"])),
                                report["batch_seconds"])
-        self._stamper = BatchBuilder(report["batch_seconds"], keys.device_id, FW_VERSION)
+        self._stamper = BatchBuilder(report["batch_seconds"], keys.device_id, FW_VERSION, cfg_id)
         self._plain = bytearray(self.batch.max_encoded_size)
         self._plain_mv = memoryview(self._plain)
         # The counter is bound to this key; a key without counter state here starts at 0 only with the deploy's

@@ -3,6 +3,11 @@
 # A board file is JSON. Every field has a type, a default and an allowed set or range (see SCHEMA and
 # docs/boards.md). Unknown keys, wrong types and out-of-range values are errors that name the file, the
 # field and what is allowed. All problems are collected and reported together.
+#
+# load() also gives the file its config id (cfg["config_id"]): the first 30 bits of the sha256 of the file's
+# bytes, big-endian. Every batch carries it as `cfg` (docs/format.md), so a reading names the exact board file
+# it was taken under; 30 bits keep it a small int on the ESP32, where encoding it must not allocate.
+import hashlib
 import json
 
 REQUIRED = object()
@@ -217,16 +222,25 @@ def output_rate(cfg):
     return s["sample_rate"] // s["averaging"]
 
 
+def config_id(data):
+    """The config id of a board file's bytes (see the top of this file)."""
+    d = hashlib.sha256(data).digest()
+    return (d[0] & 0x3F) << 24 | d[1] << 16 | d[2] << 8 | d[3]
+
+
 def load(path):
     """Read and validate a board file; the board name must match the file name."""
     try:
-        with open(path) as f:
-            raw = json.load(f)
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise BoardError("%s: cannot read board file (%s)" % (path, e))
-    except ValueError as e:
+    try:
+        raw = json.loads(data.decode())
+    except ValueError as e:  # UnicodeError is one too
         raise BoardError("%s: not valid JSON (%s)" % (path, e))
     cfg = validate(raw, path)
+    cfg["config_id"] = config_id(data)
     stem = path.rsplit("/", 1)[-1]
     if stem.endswith(".json"):
         stem = stem[:-5]

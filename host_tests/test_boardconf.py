@@ -117,6 +117,29 @@ def test_device_side_defaults_and_error_type(mp, tmp_path):
     assert result["err"] == 'x.json: sensor.mode: "turbo" is not allowed; allowed: hr, spo2, multi'
 
 
+def config_id(data: bytes) -> int:
+    """What docs/format.md says `cfg` is: the first 30 bits of the board file's sha256, big-endian."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(data).digest()[:4], "big") & 0x3FFFFFFF
+
+
+def test_config_id_names_the_exact_board_file(mp, tmp_path):
+    """Every batch carries the config id of the board file it was taken under (cfg): the same on the device
+    as on the host, a small int on the ESP32 (< 2**30), and different after any edit of the file."""
+    original = (ROOT / "boards" / "esp32-devkitc.json").read_bytes()
+    edited = tmp_path / "esp32-devkitc.json"
+    edited.write_bytes(original.replace(b'"board"', b' "board"', 1))  # same configuration, other bytes
+    ids = mp.json(f"""
+        import boardconf, json
+        print(json.dumps([boardconf.load(p)["config_id"] for p in {[str(ROOT / "boards" / "esp32-devkitc.json"),
+                                                                    str(edited)]!r}]))
+        """)
+    assert ids == [config_id(original), config_id(edited.read_bytes())]
+    assert ids[0] != ids[1] and all(0 < i < 2**30 for i in ids)
+    assert f"config id {ids[0]}" in board_check(ROOT / "boards" / "esp32-devkitc.json").stdout
+
+
 def test_docs_describe_every_schema_field(mp):
     fields = mp.json(
         """

@@ -367,6 +367,29 @@ def test_a_firmware_update_or_recalibration_is_a_new_device_version(tmp_path):
     assert f'"id":"{devices[0]["id"]}"' in first and devices[2]["id"] not in first
 
 
+def test_a_batch_from_another_board_file_is_logged(tmp_path, caplog):
+    """cfg names the board file a batch was taken under (docs/format.md); when it is not the receiver's copy,
+    the Device would describe a file the board is not running: the receiver says so, once per version."""
+    from test_boardconf import config_id
+
+    ward = Ward(tmp_path)
+    dev = ward.device("dev-a")
+    ours = config_id((paths.BOARDS / "sim.json").read_bytes())
+
+    def with_cfg(start: int, cfg: int) -> bytes:
+        b = sealed.decode_batch(dev.batch_payload(start))
+        raw = [tuple(None if r[k] is None else round(r[k] * scale) for k, scale in
+                     (("hr_bpm", 10), ("spo2_pct", 10), ("pi_pct", 100))) + (r["quality"],) for r in b["readings"]]
+        return sealed.encode_batch(b["device"], b["start"], b["period_ms"], b["fw"], cfg, raw)
+
+    with caplog.at_level("WARNING", logger="oxilink.receiver"):
+        ward.ingest([(dev, with_cfg(T0, ours))])
+        assert "config id" not in caplog.text
+        ward.ingest([(dev, with_cfg(T0 + 30, ours + 1)), (dev, with_cfg(T0 + 60, ours + 1))])
+    assert caplog.text.count(f"device dev-a runs board file config id {ours + 1}, the receiver's") == 1
+    assert f"sim.json is {ours}" in caplog.text
+
+
 def test_a_board_the_receiver_cannot_read_is_logged_and_left_out(tmp_path, caplog):
     boards = tmp_path / "boards"
     boards.mkdir()

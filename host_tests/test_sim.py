@@ -28,6 +28,11 @@ def test_fleet_with_broker_outage_loses_nothing(tmp_path, mpbuild):
                             (device,)).fetchone()[0]
         assert valid >= 50, (device, valid)
         assert report["lost_samples"] == 0
+    # every batch names the board file it was taken under (docs/format.md: cfg)
+    from test_boardconf import config_id
+
+    assert set(con.execute("SELECT DISTINCT cfg FROM messages WHERE kind = 'vitals'")) == \
+        {(config_id((ROOT / "boards" / "sim.json").read_bytes()),)}
     assert "oxilink export fhir" in proc.stdout  # tells the user what to do next
     # What it stored exports as PHD IG FHIR: a transaction Bundle in which every measurement has both
     # codings and its Device, and every flagged second its device status (test_receiver_fhir.py).

@@ -8,7 +8,8 @@ failed = 0
 for path in sys.argv[1:]:
     try:
         cfg = boardconf.load(path)
-        print("%s: ok (%s, %s at %d Hz)" % (path, cfg["platform"], cfg["sensor"]["model"], boardconf.output_rate(cfg)))
+        print("%s: ok (%s, %s at %d Hz, config id %d)" % (path, cfg["platform"], cfg["sensor"]["model"],
+                                                          boardconf.output_rate(cfg), cfg["config_id"]))
     except boardconf.BoardError as e:
         failed += 1
         print(str(e), file=sys.stderr)

@@ -92,6 +92,7 @@ class DeviceFacts:
         self.boards = Path(boards)
         self._versions: dict[tuple, DeviceVersion] = {}
         self._boards: dict[str, tuple[tuple[int, int] | None, dict | None, str | None]] = {}
+        self._file_ids: dict[str, int] = {}  # board name -> config id of the receiver's copy (boardconf)
 
     def version(self, device: str, fw: str, cfg: int) -> DeviceVersion:
         facts = self.registry.description(device) if self.registry is not None else {}
@@ -100,6 +101,10 @@ class DeviceFacts:
         key = (device, fw, cfg, board_name, facts.get("certificate_serial"), digest)
         version = self._versions.get(key)
         if version is None:
+            file_id = self._file_ids.get(board_name)
+            if board is not None and cfg and file_id is not None and cfg != file_id:
+                log.warning("device %s runs board file config id %d, the receiver's %s/%s.json is %d: its FHIR "
+                            "Device describes the receiver's copy", device, cfg, self.boards, board_name, file_id)
             version = DeviceVersion.of(describe(device, fw, cfg, board_name=board_name, board=board,
                                                 certificate_serial=facts.get("certificate_serial")))
             self._versions[key] = version
@@ -117,11 +122,14 @@ class DeviceFacts:
         if cached is not None and cached[0] == stamp:
             return cached[1], cached[2]
         board = None
+        self._file_ids.pop(name, None)
         if stamp is None:
             log.warning("board file %s is missing: device versions of %s boards carry no board facts", path, name)
         else:
             try:
-                board = boardconf().validate(json.loads(path.read_text()), str(path))
+                data = path.read_bytes()
+                self._file_ids[name] = boardconf().config_id(data)
+                board = boardconf().validate(json.loads(data.decode()), str(path))
             except (ValueError, OSError) as e:  # BoardError is a ValueError, as is bad JSON
                 log.warning("board file %s is not usable, device versions carry no board facts: %s", path, e)
         digest = hashlib.sha256(canonical(board).encode()).hexdigest() if board else None
