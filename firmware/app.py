@@ -110,6 +110,7 @@ class Device:
         self.sensor_errors = 0
         self.sensor_ok = True
         self.batches = 0
+        self.holes_skipped = 0  # lost seconds not sent as readings (holes longer than a batch)
         self.queue_full_drops = 0
         if self.insecure and log:
             log.warning("mqtt.tls is false: the broker link is NOT encrypted (payloads stay sealed)")
@@ -153,9 +154,24 @@ class Device:
         if self.watchdog is not None and self._turn_in_budget():
             self.watchdog.feed()
         # One reading per second of samples, lost seconds included (Vitals.gap), so each keeps its true second.
+        # A hole longer than a batch (the sensor unreachable, the loop stalled for minutes) is not sent as
+        # nulls: the batch ends before it and the next begins after it (a batch is contiguous in time).
         self.acq.reading_ready = False
         while self.vitals.pending():
-            self._add_reading()
+            if self.vitals.lost_due() > self.batch.capacity:
+                self._skip_hole()
+            else:
+                self._add_reading()
+
+    def _skip_hole(self):
+        self.seal_batch()  # what came before the hole, if anything
+        k = self.vitals.drop_lost()
+        self.holes_skipped += k
+        if self.log:
+            self.log.warning("sensor: %d s without samples; the batch ends before them, the next begins after" % k)
+        self._new_batch(self.batch)
+        # the seconds still due were sampled after the hole, the last of them just now: the batch begins there
+        self._batch_at -= 10 * self.vitals.pending()
 
     def drain_now(self):
         """Drain whatever the FIFO holds, off schedule: before a long uninterruptible call (a TLS handshake step)

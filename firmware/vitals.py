@@ -170,6 +170,21 @@ class Vitals(vf.PulseFilter):
         """Readings due: one per second of samples (lost ones included) not yet taken with reading()."""
         return self._st[vf.READY] + self._owed
 
+    def lost_due(self):
+        """How many of the readings due next are lost seconds in a row (a hole reading() is about to report)."""
+        return self._owed if self._owed and self._sec >= self._gap_first else 0
+
+    def drop_lost(self):
+        """Take the lost seconds due next without their readings (a hole too long to send as nulls: the caller
+        ends its batch there); returns how many. Allocation-free, one pass over the ring at most."""
+        k = self.lost_due()
+        for _ in range(min(k, _SECONDS)):
+            self._lost_second()
+        if k > _SECONDS:
+            self._sec += k - _SECONDS
+        self._owed -= k
+        return k
+
     def _lost_second(self):
         i = self._sec % _SECONDS
         self._npk[i] = 0

@@ -16,7 +16,7 @@ def verifier_for(folder: Path, *identities) -> Verifier:
     registry = DeviceRegistry(folder / "devices.json", AuditLog(folder / "audit.log", "test"))
     for ident in identities:
         registry.register_device(ident.device_id, ident.kid, ident.key, ident.base_iv, not_before=0)
-    return Verifier(registry, lambda device: None)
+    return Verifier(registry, lambda device, kid: None)
 
 
 def verify_all(verifier: Verifier, messages) -> tuple[list[Accepted], list]:

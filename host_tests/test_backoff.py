@@ -54,7 +54,6 @@ DEFAULT_SCHEDULE = """
 import json, sys, time
 from sim_device import say, exists
 from sim.vclock import VirtualClock
-import transport as transport_module
 from transport import Transport
 from mqtt_link import MqttLink
 from device_link import mount_queue
@@ -62,7 +61,6 @@ from device_link import mount_queue
 with open(sys.argv[1]) as f:
     o = json.load(f)
 clock = VirtualClock()
-transport_module.time = clock  # the transport's schedule runs on the virtual clock; sockets stay real
 bd, q = mount_queue()
 link = MqttLink("dev-backoff", "localhost", o["port"], keepalive=60, timeout_ms=1500)
 attempts = []  # virtual ms of every connect attempt
@@ -71,7 +69,8 @@ def counted_connect(clean_session=False):
     attempts.append(clock.ticks_ms())
     return connect(clean_session)
 link.connect = counted_connect
-t = Transport(link, q, "dev-backoff")  # no backoff argument: the board's default schedule
+# no backoff argument: the board's default schedule, on the virtual clock (the sockets stay real)
+t = Transport(link, q, "dev-backoff", clock=clock)
 
 def run(until, step_ms=10, limit=200000):
     for _ in range(limit):

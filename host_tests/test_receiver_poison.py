@@ -71,8 +71,9 @@ def test_sealed_limits_are_the_cddl_limits():
     status = {"v": cddl.Literal(1), "fw": short, "board": short,
               "reset_cause": cddl.Regexp(sealed.RESET_CAUSE.pattern),
               **{n: u32 for n in sealed.STATUS_COUNTERS}, "rssi": cddl.Range(*sealed.RSSI_RANGE),
-              "insecure": cddl.Literal(True), "time": u32, "sensor_errors": u32}
-    optional = {"rssi", "insecure", "time", "sensor_errors"}
+              "insecure": cddl.Literal(True), "time": u32, "sensor_errors": u32, "wifi_failures": u32,
+              "dns_failures": u32}
+    optional = {"rssi", "insecure", "time", "sensor_errors", "wifi_failures", "dns_failures"}
     assert set(sealed.STATUS_REQUIRED) | optional | {"v"} == set(s)
     assert {name: field("oxilink-status", s[name]) for name in s} == \
         {n: (n in optional, t) for n, t in status.items()}

@@ -43,6 +43,8 @@ from sim.ramblock import RamBlockDev
 bd = RamBlockDev(4096, 64)
 vfs.VfsLfs2.mkfs(bd)
 vfs.mount(vfs.VfsLfs2(bd), "/flash")
+with open("/flash/counter.fresh", "w") as f:
+    f.write("6b31")  # as a deploy leaves it: the key b"k1" may start its counter at 0 (firmware/msgcounter.py)
 cfg = boardconf.load(sys.argv[1])
 cfg["mqtt"]["tls"] = False
 cfg["queue"]["path"] = "/flash/q"
@@ -91,6 +93,65 @@ report(readings=readings, index=dev.acq.index, lost=dev.acq.lost, vitals_lost=ge
     back = [k for k, o in enumerate(out) if k >= 26 and o[0] is not None]
     assert back and back[0] <= 26 + 6, out[26:]
     assert all(abs(out[k][0] / 10 - 72) <= 1.0 for k in back), [out[k] for k in back]
+
+
+def test_a_hole_longer_than_a_batch_ends_the_batch_instead_of_filling_the_queue_with_nulls(mp, repo):
+    # Two hours without a drain (a sensor unreachable, a stalled loop): 7,200 null readings would be 240 batches
+    # of nothing in the flash queue, pushing real readings out. The batch ends before the hole, the next one
+    # begins after it with its true start time, and each holds only seconds that were sampled.
+    r = mp.json(RIG + """
+import sys
+import boardconf
+import hw_unix
+from app import Device
+from devicekeys import DeviceKeys
+from sim.ramblock import RamBlockDev
+
+bd = RamBlockDev(4096, 64)
+vfs.VfsLfs2.mkfs(bd)
+vfs.mount(vfs.VfsLfs2(bd), "/flash")
+with open("/flash/counter.fresh", "w") as f:
+    f.write("6b31")  # as a deploy leaves it: the key b"k1" may start its counter at 0 (firmware/msgcounter.py)
+cfg = boardconf.load(sys.argv[1])
+cfg["mqtt"]["tls"] = False
+cfg["queue"]["path"] = "/flash/q"
+cfg["queue"]["capacity_bytes"] = 65536
+clk, bus, chip, sensor = chip_and_sensor()
+net = hw_unix.Network()
+net.available = False
+keys = DeviceKeys("dev-hole", b"k1", bytes(16), bytes(13))
+WALL0 = 1800000000
+t0 = clk.elapsed_us
+dev = Device(cfg, keys, bus, clk, "/flash", network=net, wall_clock=lambda: WALL0 + (clk.elapsed_us - t0) // 1000000)
+sealed = []
+seal = dev._seal
+
+def seal_and_keep(builder, start_s):
+    sealed.append([start_s - WALL0, builder.count])
+    seal(builder, start_s)
+
+dev._seal = seal_and_keep
+dev.start()
+
+def run_until(s):
+    while clk.elapsed_us - t0 < s * 1000000:
+        clk.advance_ms(40)
+        dev.service_sensor()
+
+run_until(20)
+for _ in range(36):            # two hours without a drain; the chip follows in steps its us ticks can
+    clk.advance_ms(200000)     # tell apart (< half their 2**30 us period)
+    chip.sync()
+run_until(7200 + 20 + 35)
+report(sealed=sealed, skipped=dev.holes_skipped, in_batch=dev.batch.count, lost=dev.acq.lost)
+""", heapsize="1M", args=(str(repo / "boards" / "sim.json"),))
+    sealed = r["sealed"]
+    assert 7190 <= r["skipped"] <= 7200, r  # the hole's seconds, not sent
+    assert len(sealed) == 2, sealed  # before the hole (20 s), and the first 30 s after it
+    (start0, n0), (start1, n1) = sealed
+    assert abs(start0) <= 1 and n0 == 20, sealed
+    assert n1 == 30 and abs(start1 - (20 + 7200)) <= 2, sealed  # true start, not the hole's
+    assert r["in_batch"] <= 6
 
 
 def test_gap_restarts_the_interval_window_so_no_interval_spans_the_hole(mp):
