@@ -235,15 +235,22 @@ def test_deploy_into_a_flash_image_or_folder_is_the_same_file_set(tmp_path, mpbu
     image = tmp_path / "flash.img"
     assert subprocess.run([oxilink, "double", "erase", str(image)], capture_output=True).returncode == 0
     common = ["deploy", "--board", "esp32-devkitc", "--device", ident.device_id, "--arch", arch]
-    for target in (["--image", str(image)], ["--folder", str(tmp_path / "tree")]):
+
+    def deploy(*target: str) -> dict[str, str]:
+        """Deploys; what the plan installs for good (every deploy brings a fresh key: each has its own)."""
         proc = subprocess.run([oxilink, *common, *target], env=deploy_env(secrets_root), capture_output=True,
                               text=True, timeout=180)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-    want = digests(plan_for(ident, arch, tmp_path))
+        return digests(plan_for(ident, arch, tmp_path))
+
+    want = deploy("--image", str(image))
+    on_image = {p: d for p, (_, d) in FlashImage(image).files().items()}
+    # exactly the set, and the key's deploy marker (consumed at the first boot); nothing staged or flagged
+    assert {p: on_image[p] for p in want} == want and "/deploying" not in on_image
+    assert set(on_image) - set(want) == {"/counter.fresh"}
+    want = deploy("--folder", str(tmp_path / "tree"))
     tree = {"/" + str(p.relative_to(tmp_path / "tree")): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in (tmp_path / "tree").rglob("*") if p.is_file()}
-    on_image = {p: d for p, (_, d) in FlashImage(image).files().items()}
-    assert tree == want  # exactly the set, nothing staged or flagged left over
-    assert {p: on_image[p] for p in want} == want and "/deploying" not in on_image
+    assert {p: tree[p] for p in want} == want and set(tree) - set(want) == {"/counter.fresh"}
     with Board(tmp_path / "board", image, ap=AccessPoint(connect_s=0.3)) as b:
         b.expect(r"oxilink 0\.1\.0 on esp32-devkitc \(esp32\), reset cause power-on", 30)
