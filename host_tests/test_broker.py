@@ -86,6 +86,33 @@ def test_revoked_device_can_no_longer_connect(mp, tmp_path, broker, pki, receive
         pki.write_crl([])
 
 
+def test_a_revocation_reaches_a_running_broker_on_reload(mp, tmp_path, broker, pki, receiver):
+    """What `oxilink revoke` does to a running `oxilink broker` (SIGHUP, cmd_provision.reload_running_broker):
+    the new CRL applies without a restart, and the receiver's session is kept."""
+    import time
+
+    issued = pki.issue("dev-h")
+    files = write_der(tmp_path, issued, pki)
+    mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-h/vitals"])
+    assert receiver.get()[0] == "oxilink/dev-h/vitals"
+    pid = broker.proc.pid
+    reloads = broker.log.read_text(errors="replace").count("Reloading config")
+    pki.write_crl([pki.serial_of(issued.cert)])
+    broker.reload()
+    deadline = time.monotonic() + 10
+    while broker.log.read_text(errors="replace").count("Reloading config") == reloads:
+        assert time.monotonic() < deadline, broker.log_tail()
+        time.sleep(0.05)
+    try:
+        proc = mp(DEVICE_PUBLISH, args=[*files, str(broker.port), "oxilink/dev-h/vitals"], expect_fail=True)
+        assert "OSError" in proc.stdout + proc.stderr
+        assert "certificate verify failed" in broker.log_tail(50)
+        assert broker.proc.pid == pid  # the same process: reloaded, not restarted
+    finally:
+        pki.write_crl([])
+        broker.reload()
+
+
 DEVICE_HANDSHAKE = """
 import sys, socket
 from tlsconfig import client_context
