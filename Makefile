@@ -19,7 +19,7 @@ PORT ?= /dev/ttyUSB0
 FIRMWARE_PY := $(shell find firmware -name '*.py' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps system-deps mp-esp32 broker-plugin mpy-check test test-load lint board-check clean bench-seal bench-queue bench-ingest bench-dsp deploy repl logs erase sim broker double-shim double
+.PHONY: help venv deps system-deps mp-esp32 broker-plugin mpy-check test test-load lint board-check clean bench-seal bench-queue bench-ingest bench-dsp bench-heap deploy repl logs erase sim broker double-shim double
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ bench-seal: venv deps mp-esp32 ## seal a 30 s batch on the unix port; writes bui
 
 bench-queue: venv deps mp-esp32 ## flash queue: power-cut sweep, throughput, write amplification, recovery -> build/bench/queue.json
 	$(PY) -m oxilink.bench_queue
+
+bench-heap: venv deps mp-esp32 ## the firmware's MicroPython heap (modules as .mpy, device state over SECONDS=600) -> build/bench/heap.json
+	$(PY) -m oxilink.bench_heap --seconds $(or $(SECONDS),600)
 
 bench-ingest: venv system-deps broker-plugin ## end-to-end ingest (publisher -> Mosquitto -> receiver -> SQLite) -> build/bench/ingest.json
 	$(PY) -m oxilink.bench_ingest

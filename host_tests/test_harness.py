@@ -193,3 +193,22 @@ def test_cli_and_benchmarks_run_on_the_esp32like_build_unless_told(tmp_path, rep
                              capture_output=True, text=True, timeout=60, check=True)
         answers[build] = out.stdout.strip()
     assert answers == {None: str(2**31 - 1), "stock": str(2**63 - 1)}
+
+
+def test_heap_benchmark_counts_every_module_a_board_runs(tmp_path):
+    """`make bench-heap` (the README's heap figure) imports every firmware module deploy copies, except the
+    board-only ones that need machine/network/esp32 (measured on the double instead: docs/board-double.md)."""
+    import ast
+
+    from oxilink import bench_heap
+
+    script = (paths.ROOT / "tools" / "oxilink" / "mp" / "bench_heap.py").read_text()
+    measured = next(ast.literal_eval(node.value) for node in ast.parse(script).body
+                    if isinstance(node, ast.Assign) and node.targets[0].id == "MODULES")
+    board_only = {"boot", "main", "startup", "hw_esp32", "wdtkeeper", "wifi"}
+    deployed = {p.stem for p in paths.FIRMWARE.glob("*.py")} - {"hw_unix"}
+    assert set(measured) - {"umqtt.simple"} == deployed - board_only
+    assert "umqtt.simple" in measured
+    # and it loads them as deploy copies them: compiled to .mpy
+    out = bench_heap.compile_firmware(tmp_path / "mpy", "x64")
+    assert {p.stem for p in out.glob("*.mpy")} >= deployed
