@@ -184,5 +184,5 @@ class SimDevice:
                 "watchdog_longest_gap_ms": self.watchdog.longest_gap_ms,
                 "errors_logged": self.log.errors, "warnings_logged": self.log.warnings,
                 "uptime_s": d.uptime.update() if hasattr(d, "uptime") else None,
-                "host_withheld_ms": self.clock.withheld_us // 1000,
+                "host_withheld_ms": getattr(self.clock, "withheld_us", 0) // 1000,  # ScaledClock only
                 "status_hex": hexlify(d.status()).decode()}
