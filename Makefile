@@ -12,7 +12,7 @@ MICROPYTHON_SRC ?= $(abspath ../shared/vendor/micropython-v1.28.0-src.tar.gz)
 MP_ESP32_DIR := build/micropython-esp32like
 MICROPYTHON_ESP32 ?= $(CURDIR)/$(MP_ESP32_DIR)/micropython
 export MICROPYTHON MICROPYTHON_ESP32
-PYTEST_ARGS ?= --durations=30
+PYTEST_ARGS ?= -n 2 --durations=30
 BOARD ?= esp32-devkitc
 DEVICE ?=
 PORT ?= /dev/ttyUSB0

@@ -168,7 +168,7 @@ class Device:
         k = self.vitals.drop_lost()
         self.holes_skipped += k
         if self.log:
-            self.log.warning("sensor: %d s without samples; the batch ends before them, the next begins after" % k)
+            self.log.info("sensor: %d s without samples; the batch ends before them, the next begins after" % k)
         self._new_batch(self.batch)
         # the seconds still due were sampled after the hole, the last of them just now: the batch begins there
         self._batch_at -= 10 * self.vitals.pending()
