@@ -216,8 +216,15 @@ def test_make_repl_logs_and_erase_work_against_the_double(tmp_path, mpbuild):
                         seen += os.read(fd, 4096)
                     except OSError:
                         break
-            os.kill(pid, 9)
+            os.killpg(pid, 9)  # make and the mpremote it started (pty.fork's child leads its own group)
             os.waitpid(pid, 0)
+            gone = time.monotonic() + 5  # the next target's mpremote needs the port: the last one must be gone
+            while time.monotonic() < gone:
+                try:
+                    os.killpg(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
             assert want in seen, (target, seen[-2000:])
         proc = subprocess.run(["make", "-s", "-C", str(ROOT), "erase", f"PORT={b.url}"], capture_output=True,
                               text=True, timeout=120)
