@@ -127,6 +127,9 @@ def test_deploy_keys_rotates_and_the_marker_names_the_new_key(tmp_path):
     assert [e.state(registry.clock()) for e in (registry.entries(first.kid) + registry.entries(new.kid))] == \
         ["valid", "valid"]  # the old key stays valid for the overlap: its queued records still get in
     assert registry.entries(first.kid)[0].not_after is not None and registry.entries(new.kid)[0].not_after is None
+    # for a week (README: "the receiver keeps the previous ones valid for a week"), then no longer
+    week = 7 * 24 * 3600
+    assert abs(registry.entries(first.kid)[0].not_after - (registry.clock() + week)) < 60
 
 
 def test_erase_and_redeploy_never_reuses_a_nonce(tmp_path, broker, rig, secrets_root, mpbuild):
