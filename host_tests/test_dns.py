@@ -40,6 +40,7 @@ print(json.dumps(out))
 @pytest.mark.parametrize(("mode", "cname", "ttl", "want"), [
     ("answer", None, 3600, {"address": "127.0.0.1", "ttl": 3600}),
     ("answer", "edge.cdn.test", 5, {"address": "127.0.0.1", "ttl": 60}),  # behind a CNAME; TTL at least 60 s
+    ("answer", None, 10 * 86400, {"address": "127.0.0.1", "ttl": 86400}),  # and at most a day
     ("nxdomain", None, 0, {"error": "broker.test: no such name (NXDOMAIN)"}),
     ("servfail", None, 0, {"error": "broker.test: server failure (SERVFAIL)"}),
     ("drop", None, 0, {"error": "broker.test: no answer from DNS server 127.0.0.1 after 3 tries of 300 ms"}),
@@ -124,3 +125,65 @@ def test_device_through_a_dead_dns_and_a_moved_broker(tmp_path, plain_broker, pk
     status = next(a.status for a in accepted if a.kind == "status")
     assert status["dns_failures"] == t["dns_failures"] or status["dns_failures"] >= t["dns_failures"]
     assert len([line for line in dev.lines if " ERROR " in line]) == 2  # the DNS one, then the refused connect
+
+
+CACHED = """
+from sim_device import SimDevice, say
+d = SimDevice()
+dev = d.dev
+t = dev.transport
+d.run_until(lambda: t.up and dev.batches >= 1 and d.drained(), 60)
+say("up", d.report())
+d.wait_for("dns_dead")
+start = d.clock.elapsed_s()
+d.run_until(lambda: d.clock.elapsed_s() - start >= 70, 120)  # past the 60 s TTL, still connected
+say("stale", d.report())
+d.wait_for("dropped")
+d.run_until(lambda: t.counts["connects"] >= 2 and t.up and dev.batches >= 4 and d.drained(), 120)
+say("report", d.report())
+"""
+
+
+def test_a_failed_lookup_goes_on_with_the_cached_address(tmp_path, plain_broker, pki, secrets_root, mpbuild):
+    """docs/transport.md: once the TTL is over the name is resolved again at the next connect; if that lookup
+    fails, the device connects with the address it has rather than not at all (counted, logged once)."""
+    from devicerun import DeviceProcess
+    from faultproxy import FaultProxy
+    from receiver_check import verifier_for, verify_all
+
+    from mqtt_peer import Peer
+    from oxilink.broker import RECEIVER_CN
+    from oxilink.provision import provision_device
+
+    ident = provision_device("dev-dns-cache", root=secrets_root)
+    peer = Peer(plain_broker, pki.issue(RECEIVER_CN), pki.cert_path)
+    peer.subscribe("oxilink/dev-dns-cache/#")
+    with (FakeDns("answer", address="127.0.0.1", ttl=60) as dns,
+          FaultProxy(plain_broker.plain_port) as proxy,
+          DeviceProcess(tmp_path / "dev", CACHED, {
+              "secrets": str(ident.folder), "port": proxy.port, "tls": False, "host": "broker.test",
+              "wifi": {"outcomes": ["ok"], "join_ms": 100}, "dns_port": dns.port, "dns_timeout_ms": 500,
+              "dns_tries": 2, "clock": "virtual", "net_clock": "device", "batch_seconds": 30}) as dev):
+        up = dev.expect("up")
+        at_up = [q for q, _ in dns.queries]
+        dns.mode = "drop"  # the DNS server goes away while the device is connected
+        dev.signal("dns_dead")
+        stale = dev.expect("stale")
+        lookups = [q for q, _ in dns.queries]
+        proxy.drop_all()  # the link drops: the next connect finds the address past its TTL
+        dev.signal("dropped")
+        report = dev.finish()
+        after = [q for q, _ in dns.queries]
+    accepted, rejected = verify_all(verifier_for(tmp_path / "receiver", ident), peer.drain())
+    peer.close()
+    assert rejected == []
+    # while connected, the TTL running out asks nothing (the DNS server's first answers may take a try or two
+    # on a loaded host: counts are compared phase to phase)
+    was = stale["transport"]
+    assert was["connects"] == up["transport"]["connects"] and lookups.count("broker.test") == \
+        at_up.count("broker.test"), (at_up, lookups)
+    t = report["transport"]
+    assert t["dns_failures"] > was["dns_failures"] and after.count("broker.test") > lookups.count("broker.test")
+    assert t["connects"] == was["connects"] + 1  # the lookup failed, and it reconnected with the cached address
+    assert report["depth"] == 0 and report["lost_samples"] == 0
+    assert sorted(a.counter for a in accepted if a.kind == "vitals") == sorted(report["sealed"])
