@@ -66,6 +66,7 @@ def test_deploy_over_one_mpremote_session_to_an_erased_board(tmp_path, mpbuild, 
         assert proc.stdout.count(" connect ") == 1  # ONE mpremote session, every command chained
         assert "files verified by sha256" in proc.stdout and "files in place" in proc.stdout
         b.expect(r"oxilink 0\.1\.0 on esp32-devkitc \(esp32\), reset cause hard", 30)  # the app, after `reset`
+        b.expect(r"Wi-Fi: joined", 60)  # the app runs (its key is bound to the flash before it joins)
         assert b.wdt_resets == 0
     plan = plan_for(ident, arch, tmp_path)
     on_flash = FlashImage(b.flash).files()

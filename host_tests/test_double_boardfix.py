@@ -143,7 +143,10 @@ def test_double_safe_mode_counts_crashes_not_resets_and_ends_by_itself(tmp_path,
             b.bus_fault = 116
         m = b.mark()
         b.expect(r"SAFE MODE \(3 crashes in a row \(watchdog resets or unhandled exceptions\)\)", 120, since=m)
-        assert [x.cause for x in b.boots[5:]][:1] == ["wdt"] and b.wdt_resets == 1
+        # the first crash is the watchdog's, or (a loaded host: the app's own bus timeout first) an unhandled
+        # OSError that main.py resets on: both are crashes
+        first = [x.cause for x in b.boots[5:]][:1]
+        assert first in (["wdt"], ["hard"]) and b.wdt_resets == (first == ["wdt"]), (first, b.wdt_resets)
         with b.lock:
             b.bus_fault = None  # fixed while in safe mode; nobody at the REPL
         b.set_rate(60)  # 10 board minutes in 10 s

@@ -131,6 +131,8 @@ class _Pipe:
                 break
             if not data:
                 break
+            if not self.relay._link_up():  # again: the access point may have gone while recv() waited
+                self.dead = True
             if self.dead:
                 continue  # the access point is gone: nothing gets through any more
             if from_board:
