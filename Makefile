@@ -19,7 +19,7 @@ PORT ?= /dev/ttyUSB0
 FIRMWARE_PY := $(shell find firmware -name '*.py' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps system-deps mp-esp32 broker-plugin mpy-check test test-load lint board-check clean bench-seal bench-queue bench-ingest bench-dsp bench-heap deploy repl logs erase sim broker double-shim double
+.PHONY: help venv deps system-deps mp-esp32 broker-plugin mpy-check test test-load lint board-check clean bench-seal bench-queue bench-ingest bench-dsp bench-wrist bench-heap deploy repl logs erase sim broker double-shim double
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -102,6 +102,9 @@ bench-ingest: venv system-deps broker-plugin ## end-to-end ingest (publisher -> 
 
 bench-dsp: venv deps mp-esp32 ## vitals vs HeartPy and FFT on ../shared/data/ppg (DATA=dir) -> build/bench/dsp.json
 	$(PY) -m oxilink.bench_dsp $(if $(DATA),--data $(DATA))
+
+bench-wrist: venv ## the spectral ceiling on wrist_exercise: how right any PPG-only rate can be there (DATA=dir) -> build/bench/wrist_ceiling.json
+	$(PY) -m oxilink.bench_wrist $(if $(DATA),--data $(DATA))
 
 broker: venv broker-plugin ## run the broker for real boards in the foreground (LISTEN="127.0.0.1 10.20.0.5"; docs/broker.md)
 	@test -n "$(LISTEN)" || { echo "make broker: set LISTEN to the address(es) boards reach, e.g. LISTEN=\"127.0.0.1 10.20.0.5\""; exit 2; }

@@ -321,11 +321,21 @@ def wrist_exercise(record: str, root: Path | None = None) -> Recording:
     ir[(dig >= 32767) | (dig <= -32768)] = 262143.0
     seconds = int(n / fs)
     ref = clean_ecg_hr(ecg.physical[:n], ecg_beat_samples(d / "ecg_beats" / f"{record}.txt"), fs, seconds)
-    acc = np.vstack([s.physical[:n] for s in sig[5:8]])  # the low-noise accelerometer (labels are cut: by position)
-    mag = np.sqrt((acc ** 2).sum(axis=0))
+    mag = np.sqrt((_low_noise_acc(sig, n) ** 2).sum(axis=0))
     per_s = mag[: seconds * int(fs)].reshape(seconds, int(fs)).std(axis=1)
     motion = Series(np.arange(seconds, dtype=float) + 0.5, per_s)
     return Recording(f"wrist_{record}", "wrist_exercise", fs, ir, None, ref, None, wrist_activity(record), motion)
+
+
+def _low_noise_acc(sig: list[EdfSignal], n: int) -> np.ndarray:
+    """The low-noise accelerometer's x/y/z (m/s^2) as a (3, n) array: its labels are cut, so by position."""
+    return np.vstack([s.physical[:n] for s in sig[5:8]])
+
+
+def wrist_accelerometer(record: str, n: int, root: Path | None = None) -> np.ndarray:
+    """The wrist's acceleration (3, n) beside `wrist_exercise(record).ir[:n]`: for evaluation only."""
+    d = (root or paths.data_dir()) / "wrist_exercise"
+    return _low_noise_acc(read_edf(d / "edf" / f"{record}.edf"), n)
 
 
 # ---- CSV in the `analyze` format -----------------------------------------------------------------------
