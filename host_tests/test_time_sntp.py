@@ -6,6 +6,7 @@ Board-level behaviour on the double: test_double_boot.py."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 from devicerun import DeviceProcess
@@ -25,8 +26,14 @@ class Log:
     def error(self, m): log.append(("error", m))
 
 o = json.loads(sys.argv[1])
-ts = TimeSync(o["server"], lambda s, us: set_to.append((s, us)), Log(), timeout_ms=o["timeout_ms"], tries=2,
-              retry_ms=o["retry_ms"])
+set_at = []
+
+def set_clock(s, us):
+    set_to.append((s, us))
+    set_at.append(time.ticks_ms())
+
+ts = TimeSync(o["server"], set_clock, Log(), timeout_ms=o["timeout_ms"], tries=2,
+              retry_ms=o["retry_ms"], resync_ms=o["resync_ms"])
 longest = 0
 steps = 0
 t0 = time.ticks_ms()
@@ -36,14 +43,16 @@ while time.ticks_diff(time.ticks_ms(), t0) < o["run_ms"]:
     longest = max(longest, time.ticks_diff(time.ticks_us(), a))
     steps += 1
     time.sleep_ms(5)
-print(json.dumps({"set_to": set_to, "log": log, "longest_step_us": longest, "steps": steps, "synced": ts.synced,
-                  "failures": ts.failures, "host_now": None}))
+after = [time.ticks_diff(t, set_at[0]) for t in set_at]
+print(json.dumps({"set_to": set_to, "set_after_ms": after, "log": log, "longest_step_us": longest, "steps": steps,
+                  "synced": ts.synced, "failures": ts.failures, "host_now": None}))
 """
 
 
-def run_sync(mp, server: str, run_ms: int = 1500, timeout_ms: int = 300, retry_ms: int = 60000) -> dict:
+def run_sync(mp, server: str, run_ms: int = 1500, timeout_ms: int = 300, retry_ms: int = 60000,
+             resync_ms: int = 6 * 3600 * 1000) -> dict:
     return mp.json(SYNC, args=[json.dumps({"server": server, "run_ms": run_ms, "timeout_ms": timeout_ms,
-                                           "retry_ms": retry_ms})])
+                                           "retry_ms": retry_ms, "resync_ms": resync_ms})])
 
 
 def test_sntp_sets_the_clock_from_a_loopback_server(mp):
@@ -54,6 +63,33 @@ def test_sntp_sets_the_clock_from_a_loopback_server(mp):
     secs, us = got["set_to"][0]
     assert abs(secs + us / 1e6 - now) < 2.0  # the server's time (offset included), not the host's
     assert [level for level, _ in got["log"]] == ["info"] and srv.address in got["log"][0][1]
+
+
+def test_sntp_resyncs_every_resync_period_and_a_later_failure_keeps_the_time_with_one_warning(mp):
+    with SntpServer(offset_s=50.0) as srv:
+        got = run_sync(mp, srv.address, run_ms=2000, timeout_ms=300, resync_ms=600)
+    after = got["set_after_ms"]
+    assert got["synced"] and 2 <= len(after) <= 4  # at 0, then every 600 ms (fewer if the machine is slow)
+    assert all(b - a >= 600 for a, b in zip(after, after[1:], strict=False))  # never sooner than the period
+    assert srv.requests == srv.replies == len(after)  # each resync one request, answered
+    assert [level for level, _ in got["log"]] == ["info"]  # one line for the first sync, none per resync
+
+    with SntpServer(offset_s=50.0) as srv:
+        stop = threading.Thread(target=_stop_answering_after_first_reply, args=(srv,), daemon=True)
+        stop.start()
+        got = run_sync(mp, srv.address, run_ms=2000, timeout_ms=300, retry_ms=60000, resync_ms=400)
+    assert got["synced"] and len(got["set_to"]) == 1  # the time it has is kept: never reset or cleared
+    assert srv.replies == 1 and srv.requests - srv.replies == 2  # the resync's 2 tries, then it waits retry_ms
+    warnings = [m for level, m in got["log"] if level == "warning"]
+    assert [level for level, _ in got["log"]] == ["info", "warning"]
+    assert srv.address in warnings[0] and "keeping the current time" in warnings[0] and "no answer" in warnings[0]
+
+
+def _stop_answering_after_first_reply(srv: SntpServer) -> None:
+    deadline = time.monotonic() + 10.0
+    while srv.replies < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    srv.answer = False
 
 
 def test_sntp_never_blocks_and_one_line_names_server_and_cause(mp):
