@@ -122,7 +122,7 @@ def test_double_dns_failure_never_blocks_the_fifo(tmp_path, mpbuild, pki, secret
 def test_double_safe_mode_counts_crashes_not_resets_and_ends_by_itself(tmp_path, mpbuild, secrets_root):
     """Safe mode: power-on and brown-out never count (93e28bd: every boot shorter than 60 s counted, and the
     fourth one stayed in safe mode for ever); three watchdog resets in a row do; safe mode ends by itself after
-    10 minutes without REPL activity, and that retry is counted."""
+    10 minutes without REPL activity, and that retry is counted; a run that stays up 60 s clears the count."""
     ident = provision_device("dev-dbl-safe", root=secrets_root, broker="localhost:1", ntp="localhost:1",
                              wifi_ssid=SSID, wifi_password=PASSWORD)
     with Board(tmp_path / "board", deployed_image(tmp_path, ident), ap=AccessPoint(connect_s=0.5)) as b:
@@ -156,6 +156,19 @@ def test_double_safe_mode_counts_crashes_not_resets_and_ends_by_itself(tmp_path,
         b.expect(r"reset cause hard, crashes in a row 2, safe-mode retries 1", 60, since=m)
         time.sleep(3)
         assert "SAFE MODE" not in b.output[m:] and "Traceback" not in b.output[m:]
+        # A run that stays up 60 s clears the count (main.py): the next crash is the first in a row again,
+        # where without it the count would reach 3 and bring safe mode back.
+        b.set_rate(4)  # 70 board seconds in about 18 s
+        t0 = b.clock.read().monotonic_ns()
+        while b.clock.read().monotonic_ns() - t0 < 70 * 10**9:
+            time.sleep(0.5)
+        m = b.mark()
+        with b.lock:
+            b.bus_fault = 116
+        crash = b.expect(r"reset cause (watchdog|hard), crashes in a row (\d+)|SAFE MODE", 120, since=m)
+        with b.lock:
+            b.bus_fault = None
+        assert crash.group(2) == b"1", crash.group(0)  # 3 and SAFE MODE without the 60 s rule
 
 
 def test_double_boot_button_enters_safe_mode_even_with_a_broken_board_file(tmp_path, mpbuild, secrets_root):
