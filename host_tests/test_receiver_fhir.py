@@ -22,6 +22,7 @@ from fhir.resources.R4B.bundle import Bundle
 from oxilink import paths, sealed
 from oxilink.cli import main as oxilink
 from oxilink.firmware_facts import quality_flags
+from oxilink.receiver import fhir_device
 from oxilink.receiver.audit import AuditLog
 from oxilink.receiver.deviceinfo import DeviceFacts
 from oxilink.receiver.devstatus import DEV_STATUS_BITS, FLAG_BITS, bits16
@@ -50,6 +51,7 @@ class Ward:
         self.registry = DeviceRegistry(root / "devices.json")
         self.boards = boards
         self.devices: dict[str, SimDevice] = {}
+        self.facts = DeviceFacts(self.registry, self.boards)  # one for the ward's life, as in a running receiver
 
     def device(self, name: str, board: str = "sim", serial: str = "1a2b3c") -> SimDevice:
         dev = self.devices[name] = SimDevice.new(name)
@@ -61,7 +63,7 @@ class Ward:
         store = open_store(self.db)
         try:
             p = Pipeline(Verifier(self.registry, store.high_counter), store, AuditLog(self.root / "audit.log", "t"),
-                         facts=DeviceFacts(self.registry, self.boards))
+                         facts=self.facts)
             results = p.process([(dev.topic(), dev.seal(payload)) for dev, payload in payloads])
             assert all(r.kind == "vitals" for r in results), results
         finally:
@@ -335,7 +337,7 @@ def test_transaction_bundle_of_conditional_creates_imports_once(ward):
     assert obs["device"]["reference"] == "Device/2" and obs["subject"] == {"reference": "Patient/p1"}
 
 
-def test_a_firmware_update_or_recalibration_is_a_new_device_version(tmp_path):
+def test_a_firmware_update_recalibration_or_new_certificate_is_a_new_device_version(tmp_path):
     boards = tmp_path / "boards"
     boards.mkdir()
     (boards / "sim.json").write_text((paths.BOARDS / "sim.json").read_text())
@@ -347,22 +349,27 @@ def test_a_firmware_update_or_recalibration_is_a_new_device_version(tmp_path):
     board["vitals"] = {"spo2_curve": [104.5, -17.0, 0.0]}  # `oxilink calibrate` wrote a new curve
     (boards / "sim.json").write_text(json.dumps(board))
     ward.batches("dev-a", [T0 + 90], fw="sim-1.1")
+    ward.registry.describe_device("dev-a", board="sim", certificate_serial="9f8e7d")  # re-provisioned
+    ward.batches("dev-a", [T0 + 120], fw="sim-1.1")
 
     resources = ndjson(ward.export())
     validate(resources)
     devices = [r for r in resources if r["resourceType"] == "Device"][1:]
-    assert len(devices) == 3 and len({d["id"] for d in devices}) == 3
+    assert len(devices) == 4 and len({d["id"] for d in devices}) == 4
+    serials = [next(i["value"] for i in d["identifier"] if i["system"] == fhir_device.CERTIFICATE_SYSTEM)
+               for d in devices]
+    assert serials == ["1a2b3c", "1a2b3c", "1a2b3c", "9f8e7d"]
     assert all(d["identifier"][1] == {"system": "urn:oxilink:device", "value": "dev-a"} for d in devices)
     firmware = [next(v["value"] for v in d["version"] if v["type"]["coding"][0]["code"] == "531976") for d in devices]
     curves = [[q["value"] for q in next(p for p in d["property"] if p["type"]["coding"][0]["code"] ==
                                         "spo2-calibration")["valueQuantity"]] for d in devices]
-    assert firmware == ["sim-1.0", "sim-1.1", "sim-1.1"]
-    assert curves == [[110.0, -25.0, 0.0], [110.0, -25.0, 0.0], [104.5, -17.0, 0.0]]
+    assert firmware == ["sim-1.0", "sim-1.1", "sim-1.1", "sim-1.1"]
+    assert curves == [[110.0, -25.0, 0.0], [110.0, -25.0, 0.0], [104.5, -17.0, 0.0], [104.5, -17.0, 0.0]]
     by_counter = defaultdict(set)
     for o in (r for r in resources if r["resourceType"] == "Observation"):
         by_counter[int(o["identifier"][0]["value"].split("/")[1])].add(o["device"]["reference"])
     refs = [f"Device/{d['id']}" for d in devices]
-    assert dict(by_counter) == {1: {refs[0]}, 2: {refs[0]}, 3: {refs[1]}, 4: {refs[2]}}
+    assert dict(by_counter) == {1: {refs[0]}, 2: {refs[0]}, 3: {refs[1]}, 4: {refs[2]}, 5: {refs[3]}}
     first = ward.export("--until", str(T0 + 60))  # the old span still shows the device as it was
     assert f'"id":"{devices[0]["id"]}"' in first and devices[2]["id"] not in first
 
