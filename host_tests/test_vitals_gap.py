@@ -27,12 +27,7 @@ def chip_and_sensor(hr_bpm=72):
     return clk, bus, chip, sensor
 """
 
-
-def test_lost_seconds_keep_every_later_reading_in_its_true_second(mp, repo):
-    # The whole device path (app.Device: drain, vitals, batch) with a 5 s drain stall at t = 20 s and the finger
-    # lifted at t = 35 s. Reading k must describe second k: the stall's seconds are null (quality `lost`) and
-    # the finger is gone from reading 35 on, not from reading 30 as when the lost seconds vanished.
-    r = mp.json(RIG + """
+DEVICE_RIG = RIG + """
 import sys
 import boardconf
 import hw_unix
@@ -40,20 +35,37 @@ from app import Device
 from devicekeys import DeviceKeys
 from sim.ramblock import RamBlockDev
 
-bd = RamBlockDev(4096, 64)
-vfs.VfsLfs2.mkfs(bd)
-vfs.mount(vfs.VfsLfs2(bd), "/flash")
-with open("/flash/counter.fresh", "w") as f:
-    f.write("6b31")  # as a deploy leaves it: the key b"k1" may start its counter at 0 (firmware/msgcounter.py)
-cfg = boardconf.load(sys.argv[1])
-cfg["mqtt"]["tls"] = False
-cfg["queue"]["path"] = "/flash/q"
-cfg["queue"]["capacity_bytes"] = 65536
-clk, bus, chip, sensor = chip_and_sensor()
-net = hw_unix.Network()
-net.available = False  # no broker: only the sensor side runs
-keys = DeviceKeys("dev-gap", b"k1", bytes(16), bytes(13))
-dev = Device(cfg, keys, bus, clk, "/flash", network=net, wall_clock=lambda: 1800000000)
+WALL0 = 1800000000
+
+
+def device_on_flash(device_id, wall_runs=False):
+    # app.Device on a fresh LittleFS flash with the board file argv[1] and no network (only the sensor side
+    # runs); its wall clock reads WALL0, or WALL0 plus the seconds since t0 when wall_runs
+    bd = RamBlockDev(4096, 64)
+    vfs.VfsLfs2.mkfs(bd)
+    vfs.mount(vfs.VfsLfs2(bd), "/flash")
+    with open("/flash/counter.fresh", "w") as f:
+        f.write("6b31")  # as a deploy leaves it: the key b"k1" may start its counter at 0 (firmware/msgcounter.py)
+    cfg = boardconf.load(sys.argv[1])
+    cfg["mqtt"]["tls"] = False
+    cfg["queue"]["path"] = "/flash/q"
+    cfg["queue"]["capacity_bytes"] = 65536
+    clk, bus, chip, _ = chip_and_sensor()
+    net = hw_unix.Network()
+    net.available = False
+    keys = DeviceKeys(device_id, b"k1", bytes(16), bytes(13))
+    t0 = clk.elapsed_us
+    wall = (lambda: WALL0 + (clk.elapsed_us - t0) // 1000000) if wall_runs else (lambda: WALL0)
+    return clk, chip, Device(cfg, keys, bus, clk, "/flash", network=net, wall_clock=wall), t0
+"""
+
+
+def test_lost_seconds_keep_every_later_reading_in_its_true_second(mp, repo):
+    # The whole device path (app.Device: drain, vitals, batch) with a 5 s drain stall at t = 20 s and the finger
+    # lifted at t = 35 s. Reading k must describe second k: the stall's seconds are null (quality `lost`) and
+    # the finger is gone from reading 35 on, not from reading 30 as when the lost seconds vanished.
+    r = mp.json(DEVICE_RIG + """
+clk, chip, dev, _ = device_on_flash("dev-gap")
 readings = []
 add = dev.batch.add
 
@@ -99,30 +111,8 @@ def test_a_hole_longer_than_a_batch_ends_the_batch_instead_of_filling_the_queue_
     # Two hours without a drain (a sensor unreachable, a stalled loop): 7,200 null readings would be 240 batches
     # of nothing in the flash queue, pushing real readings out. The batch ends before the hole, the next one
     # begins after it with its true start time, and each holds only seconds that were sampled.
-    r = mp.json(RIG + """
-import sys
-import boardconf
-import hw_unix
-from app import Device
-from devicekeys import DeviceKeys
-from sim.ramblock import RamBlockDev
-
-bd = RamBlockDev(4096, 64)
-vfs.VfsLfs2.mkfs(bd)
-vfs.mount(vfs.VfsLfs2(bd), "/flash")
-with open("/flash/counter.fresh", "w") as f:
-    f.write("6b31")  # as a deploy leaves it: the key b"k1" may start its counter at 0 (firmware/msgcounter.py)
-cfg = boardconf.load(sys.argv[1])
-cfg["mqtt"]["tls"] = False
-cfg["queue"]["path"] = "/flash/q"
-cfg["queue"]["capacity_bytes"] = 65536
-clk, bus, chip, sensor = chip_and_sensor()
-net = hw_unix.Network()
-net.available = False
-keys = DeviceKeys("dev-hole", b"k1", bytes(16), bytes(13))
-WALL0 = 1800000000
-t0 = clk.elapsed_us
-dev = Device(cfg, keys, bus, clk, "/flash", network=net, wall_clock=lambda: WALL0 + (clk.elapsed_us - t0) // 1000000)
+    r = mp.json(DEVICE_RIG + """
+clk, chip, dev, t0 = device_on_flash("dev-hole", wall_runs=True)
 sealed = []
 seal = dev._seal
 
