@@ -158,7 +158,7 @@ def test_double_safe_mode_counts_crashes_not_resets_and_ends_by_itself(tmp_path,
         assert "SAFE MODE" not in b.output[m:] and "Traceback" not in b.output[m:]
         # A run that stays up 60 s clears the count (main.py): the next crash is the first in a row again,
         # where without it the count would reach 3 and bring safe mode back.
-        b.set_rate(4)  # 70 board seconds in about 18 s
+        b.set_rate(2)  # 70 board seconds in 35 s (the watchdog's 30 s are 15 s: a loaded host cannot starve it)
         t0 = b.clock.read().monotonic_ns()
         while b.clock.read().monotonic_ns() - t0 < 70 * 10**9:
             time.sleep(0.5)

@@ -6,7 +6,6 @@ Board-level behaviour on the double: test_double_boot.py."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 from devicerun import DeviceProcess
@@ -67,7 +66,7 @@ def test_sntp_sets_the_clock_from_a_loopback_server(mp):
 
 def test_sntp_resyncs_every_resync_period_and_a_later_failure_keeps_the_time_with_one_warning(mp):
     with SntpServer(offset_s=50.0) as srv:
-        got = run_sync(mp, srv.address, run_ms=2000, timeout_ms=300, resync_ms=600)
+        got = run_sync(mp, srv.address, run_ms=2000, timeout_ms=1000, resync_ms=600)
     after = got["set_after_ms"]
     assert got["synced"] and 2 <= len(after) <= 4  # at 0, then every 600 ms (fewer if the machine is slow)
     assert all(b - a >= 600 for a, b in zip(after, after[1:], strict=False))  # never sooner than the period
@@ -75,21 +74,13 @@ def test_sntp_resyncs_every_resync_period_and_a_later_failure_keeps_the_time_wit
     assert [level for level, _ in got["log"]] == ["info"]  # one line for the first sync, none per resync
 
     with SntpServer(offset_s=50.0) as srv:
-        stop = threading.Thread(target=_stop_answering_after_first_reply, args=(srv,), daemon=True)
-        stop.start()
-        got = run_sync(mp, srv.address, run_ms=2000, timeout_ms=300, retry_ms=60000, resync_ms=400)
+        srv.answers_left = 1
+        got = run_sync(mp, srv.address, run_ms=3500, timeout_ms=1000, retry_ms=60000, resync_ms=400)
     assert got["synced"] and len(got["set_to"]) == 1  # the time it has is kept: never reset or cleared
     assert srv.replies == 1 and srv.requests - srv.replies == 2  # the resync's 2 tries, then it waits retry_ms
     warnings = [m for level, m in got["log"] if level == "warning"]
     assert [level for level, _ in got["log"]] == ["info", "warning"]
     assert srv.address in warnings[0] and "keeping the current time" in warnings[0] and "no answer" in warnings[0]
-
-
-def _stop_answering_after_first_reply(srv: SntpServer) -> None:
-    deadline = time.monotonic() + 10.0
-    while srv.replies < 1 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    srv.answer = False
 
 
 def test_sntp_never_blocks_and_one_line_names_server_and_cause(mp):

@@ -27,6 +27,7 @@ class SntpServer:
         self.port = self.sock.getsockname()[1]
         self.offset_s = offset_s
         self.answer = True
+        self.answers_left: int | None = None  # answer this many more requests, then none (None: no limit)
         self.kiss: bytes | None = None
         self.requests = 0
         self.replies = 0
@@ -45,8 +46,10 @@ class SntpServer:
             except (TimeoutError, OSError):
                 continue
             self.requests += 1
-            if len(data) < 48 or not self.answer:
+            if len(data) < 48 or not self.answer or self.answers_left == 0:
                 continue
+            if self.answers_left is not None:
+                self.answers_left -= 1
             received = time.time() + self.offset_s
             version = (data[0] >> 3) & 7 or 3
             stratum = 0 if self.kiss else 2
