@@ -19,9 +19,9 @@ def _not_after(folder):
 def _expiring_in(ca, folder, days):
     """A server certificate from `ca` with every default name, ending `days` from now."""
     start = dt.datetime.now(dt.UTC) - dt.timedelta(days=100)
-    issued = ca.issue("ward-7.local", server=True, folder=folder / "old", names=["ward-7.local", "localhost",
-                                                                                 "127.0.0.1"],
-                      not_before=start, days=100 + days)
+    names = ["ward-7.local", "localhost", "127.0.0.1"]
+    issued = ca.issue("ward-7.local", server=True, folder=folder / "old", names=names, not_before=start,
+                      days=100 + days)
     os.replace(issued.key, folder / "server.key")
     os.replace(issued.cert, folder / "server.pem")
 

@@ -41,6 +41,9 @@ HOLD_BPM = 3.0
 PEAK_BPM = 3.0  # a peak's power: the bins within this of it (the Hann main lobe of 8 s is +-15 bpm wide)
 WARMUP_S = 8
 SHARES = (0.1, 0.2)
+BPM = np.fft.rfftfreq(NFFT, 1.0 / FS) * 60.0
+BIN_BPM = BPM[1]
+OUT_OF_BAND = (BPM < BAND_BPM[0]) | (BPM > BAND_BPM[1])
 
 
 def to_32hz(x: np.ndarray, fs: float) -> np.ndarray:
@@ -51,11 +54,6 @@ def to_32hz(x: np.ndarray, fs: float) -> np.ndarray:
     y = resample_poly(np.median(x) - x, int(FS), int(fs))
     b, a = butter(2, [0.5 / (FS / 2), 4.0 / (FS / 2)], "band")
     return filtfilt(b, a, y)
-
-
-BPM = np.fft.rfftfreq(NFFT, 1.0 / FS) * 60.0
-BIN_BPM = BPM[1]
-OUT_OF_BAND = (BPM < BAND_BPM[0]) | (BPM > BAND_BPM[1])
 
 
 def power(window: np.ndarray) -> np.ndarray:
@@ -116,8 +114,6 @@ def right_among_most_confident(score: np.ndarray, right: np.ndarray, share: floa
 
 
 def figures(rows: list[dict]) -> dict:
-    ref = np.array([r["ref"] for r in rows])
-
     def right_in(k: int) -> np.ndarray:
         return np.array([any(abs(b - r["ref"]) <= WITHIN_BPM for b in r["bpm"][:k]) for r in rows])
 
@@ -130,7 +126,7 @@ def figures(rows: list[dict]) -> dict:
     share1 = np.array([r["share"][1] if len(r["share"]) > 1 else 1e-9 for r in rows])
     rankings = {"concentration": share0, "peak_ratio": share0 / share1, "held_s": held_seconds(rows) + 1e-3 * share0}
     return {
-        "seconds": len(ref),
+        "seconds": len(rows),
         "top_k_within5_pct": {k: round(100 * float(right_in(k).mean()), 1) for k in (1, 2, 3, 6)},
         "accelerometer_oracle_within5_pct": round(100 * float(np.mean(oracle)), 1),
         "most_confident_within5_pct": {
@@ -140,9 +136,8 @@ def figures(rows: list[dict]) -> dict:
 
 
 def record_rows(record: str, root: Path) -> list[dict]:
-    rec = ppgdata.wrist_exercise(record, root)
-    acc = ppgdata.wrist_accelerometer(record, len(rec.ir), root)
-    return per_second(to_32hz(rec.ir, rec.fs), [to_32hz(a, rec.fs) for a in acc], rec.ref_hr)
+    rec = ppgdata.wrist_exercise(record, root, keep_acc=True)
+    return per_second(to_32hz(rec.ir, rec.fs), [to_32hz(a, rec.fs) for a in rec.acc], rec.ref_hr)
 
 
 def run(root: Path) -> dict:

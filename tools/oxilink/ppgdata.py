@@ -40,6 +40,7 @@ class Recording:
     ref_spo2: Series | None = None
     activity: str = ""  # wrist_exercise: walk, run, low_resistance_bike, high_resistance_bike
     motion: Series | None = None  # per-second wrist acceleration (evaluation only: never fed to the firmware)
+    acc: np.ndarray | None = None  # wrist_exercise(keep_acc=True): acceleration x/y/z (3, n), evaluation only
 
     @property
     def seconds(self) -> float:
@@ -303,12 +304,13 @@ def clean_ecg_hr(ecg: np.ndarray, beats: np.ndarray, fs: float, seconds: int) ->
     return _valid(t, v)
 
 
-def wrist_exercise(record: str, root: Path | None = None) -> Recording:
+def wrist_exercise(record: str, root: Path | None = None, keep_acc: bool = False) -> Recording:
     """Wrist PPG (pulse-up in the file: inverted into intensity counts) at its own 256 Hz.
 
     The trailing padding (every channel at the digital minimum) is cut. Samples where the PPG sits at its
     sensor's limits become ADC full scale, as a clipping MAX30102 reports. `motion` is the per-second
-    standard deviation of the wrist acceleration magnitude (m/s^2), for evaluation only.
+    standard deviation of the wrist acceleration magnitude (m/s^2), for evaluation only; with keep_acc the
+    low-noise accelerometer's x/y/z come along as `acc` (bench_wrist's oracle).
     """
     d = (root or paths.data_dir()) / "wrist_exercise"
     sig = read_edf(d / "edf" / f"{record}.edf")
@@ -321,21 +323,12 @@ def wrist_exercise(record: str, root: Path | None = None) -> Recording:
     ir[(dig >= 32767) | (dig <= -32768)] = 262143.0
     seconds = int(n / fs)
     ref = clean_ecg_hr(ecg.physical[:n], ecg_beat_samples(d / "ecg_beats" / f"{record}.txt"), fs, seconds)
-    mag = np.sqrt((_low_noise_acc(sig, n) ** 2).sum(axis=0))
+    acc = np.vstack([s.physical[:n] for s in sig[5:8]])  # the low-noise accelerometer (labels are cut: by position)
+    mag = np.sqrt((acc ** 2).sum(axis=0))
     per_s = mag[: seconds * int(fs)].reshape(seconds, int(fs)).std(axis=1)
     motion = Series(np.arange(seconds, dtype=float) + 0.5, per_s)
-    return Recording(f"wrist_{record}", "wrist_exercise", fs, ir, None, ref, None, wrist_activity(record), motion)
-
-
-def _low_noise_acc(sig: list[EdfSignal], n: int) -> np.ndarray:
-    """The low-noise accelerometer's x/y/z (m/s^2) as a (3, n) array: its labels are cut, so by position."""
-    return np.vstack([s.physical[:n] for s in sig[5:8]])
-
-
-def wrist_accelerometer(record: str, n: int, root: Path | None = None) -> np.ndarray:
-    """The wrist's acceleration (3, n) beside `wrist_exercise(record).ir[:n]`: for evaluation only."""
-    d = (root or paths.data_dir()) / "wrist_exercise"
-    return _low_noise_acc(read_edf(d / "edf" / f"{record}.edf"), n)
+    return Recording(f"wrist_{record}", "wrist_exercise", fs, ir, None, ref, None, wrist_activity(record), motion,
+                     acc if keep_acc else None)
 
 
 # ---- CSV in the `analyze` format -----------------------------------------------------------------------
